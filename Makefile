@@ -1,0 +1,30 @@
+# funnelcast: `make demo` and `make test` work on a fresh machine with Python 3.11 and make.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo-output
+
+.PHONY: demo test test-fast bench lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/funnelcast demo --out $(DEMO_DIR)
+
+test: $(STAMP)
+	bash .ci/pytest.sh
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_features.py
+
+# Re-pin every dependency after changing pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^funnelcast' > requirements.lock
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

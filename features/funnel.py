@@ -1,0 +1,238 @@
+"""The funnel config: stages, event types, churn definition, horizons, windows and snapshot cadence.
+
+Everything funnelcast derives from a business's journey lives here, as data a data scientist edits
+in YAML. No feature name or rule elsewhere assumes the default five-stage funnel: they are all
+generated from a :class:`FunnelConfig`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=48)]
+OTHER = "other"
+"""Event type / channel that unknown values are mapped to under the ``map_to_other`` policy."""
+
+
+class ConfigError(ValueError):
+    """A funnel config that cannot be used, with a message naming the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Stage(_Strict):
+    name: Name
+    event_types: list[Name] = Field(min_length=1)
+
+
+class ConversionConfig(_Strict):
+    horizon_days: int = Field(30, gt=0, le=3650)
+    active_within_days: int = Field(
+        180, gt=0, description="Customers with no qualifying event in this many days before the cutoff are lapsed."
+    )
+
+
+class ChurnConfig(_Strict):
+    definition: Literal["inactivity", "explicit"] = "inactivity"
+    horizon_days: int = Field(60, gt=0, le=3650)
+    applies_from_stage: Name
+    qualifying_event_types: list[Name] | None = None
+    churn_event_types: list[Name] = Field(default_factory=list)
+
+
+class FeatureWindows(_Strict):
+    windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90], min_length=1)
+    trend_days: int = Field(30, gt=0)
+
+    @field_validator("windows_days")
+    @classmethod
+    def _ascending(cls, v: list[int]) -> list[int]:
+        if any(w <= 0 for w in v) or sorted(set(v)) != v:
+            raise ValueError(f"windows_days must be positive whole days in ascending order without repeats, got {v}")
+        return v
+
+
+class SnapshotConfig(_Strict):
+    every_days: int = Field(30, gt=0)
+    anchor_date: dt.date = dt.date(2000, 1, 1)
+    min_history_days: int = Field(90, ge=0)
+
+
+class ReadinessConfig(_Strict):
+    min_positives: int = Field(50, ge=1)
+    min_eligible: int = Field(500, ge=1)
+    min_events_per_customer: int = Field(3, ge=1)
+    max_share_sparse_customers: float = Field(0.5, ge=0, le=1)
+
+
+class FunnelConfig(_Strict):
+    """A validated funnel. Stage order is the journey's order; each event type evidences at most one stage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ignored_types=(cached_property,))
+
+    name: str = "funnel"
+    source_timezone: str | None = None
+    unknown_event_types: Literal["error", "map_to_other"] = "error"
+    unknown_channels: Literal["error", "map_to_other"] = "map_to_other"
+    stages: list[Stage] = Field(min_length=2)
+    other_event_types: list[Name] = Field(default_factory=list)
+    event_groups: dict[Name, list[Name]] = Field(default_factory=dict)
+    purchase_event_types: list[Name] = Field(default_factory=list)
+    outbound_event_types: list[Name] = Field(default_factory=list)
+    channels: dict[Name, Literal["inbound", "outbound"]] = Field(default_factory=dict)
+    conversion: ConversionConfig = ConversionConfig()
+    churn: ChurnConfig
+    features: FeatureWindows = FeatureWindows()
+    snapshots: SnapshotConfig = SnapshotConfig()
+    readiness: ReadinessConfig = ReadinessConfig()
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                zoneinfo.ZoneInfo(v)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {v!r}; use an IANA name such as 'UTC' or 'Europe/Berlin'") from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FunnelConfig:
+        stage_names = [s.name for s in self.stages]
+        _no_repeats(stage_names, "stage names")
+        owner: dict[str, str] = {}
+        for stage in self.stages:
+            for et in stage.event_types:
+                if et in owner:
+                    raise ValueError(
+                        f"event type {et!r} evidences two stages ({owner[et]!r} and {stage.name!r}); "
+                        "an event type may evidence at most one stage"
+                    )
+                owner[et] = stage.name
+        for et in self.other_event_types:
+            if et in owner:
+                raise ValueError(f"event type {et!r} is listed in other_event_types and in stage {owner[et]!r}")
+            owner[et] = "other_event_types"
+        known = set(owner)
+        if OTHER in known:
+            raise ValueError(f"{OTHER!r} is reserved for unknown event types; rename that event type")
+        if self.unknown_event_types == "map_to_other":
+            known.add(OTHER)
+
+        def check_known(types: list[str], where: str) -> None:
+            unknown = [t for t in types if t not in known]
+            if unknown:
+                raise ValueError(f"{where} names event types no stage or other_event_types lists: {unknown}")
+
+        for group, types in self.event_groups.items():
+            check_known(types, f"event_groups.{group}")
+            if group in stage_names:
+                raise ValueError(f"event group {group!r} has the same name as a stage; rename one of them")
+        check_known(self.purchase_event_types, "purchase_event_types")
+        check_known(self.outbound_event_types, "outbound_event_types")
+        check_known(self.churn.churn_event_types, "churn.churn_event_types")
+        if self.churn.qualifying_event_types is not None:
+            check_known(self.churn.qualifying_event_types, "churn.qualifying_event_types")
+            if not self.churn.qualifying_event_types:
+                raise ValueError("churn.qualifying_event_types is empty; use null for 'every non-outbound event type'")
+        if self.churn.applies_from_stage not in stage_names:
+            raise ValueError(f"churn.applies_from_stage {self.churn.applies_from_stage!r} is not a stage; stages are {stage_names}")
+        if self.churn.definition == "explicit" and not self.churn.churn_event_types:
+            raise ValueError("churn.definition is 'explicit' but churn.churn_event_types is empty")
+        if OTHER in self.channels:
+            raise ValueError(f"{OTHER!r} is reserved for unknown channels; rename that channel")
+        return self
+
+    # ---- derived vocabularies, in a fixed order that feature columns follow -------------------
+    @cached_property
+    def event_types(self) -> tuple[str, ...]:
+        """Every known event type: stage types in journey order, then other types (then ``other``)."""
+        types = [et for s in self.stages for et in s.event_types] + list(self.other_event_types)
+        if self.unknown_event_types == "map_to_other":
+            types.append(OTHER)
+        return tuple(types)
+
+    @cached_property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    @cached_property
+    def channel_names(self) -> tuple[str, ...]:
+        names = list(self.channels)
+        if self.unknown_channels == "map_to_other":
+            names.append(OTHER)
+        return tuple(names)
+
+    @cached_property
+    def stage_of_event_type(self) -> dict[str, int]:
+        """Event type -> index of the stage it evidences (types evidencing no stage are absent)."""
+        return {et: i for i, s in enumerate(self.stages) for et in s.event_types}
+
+    @cached_property
+    def qualifying_event_types(self) -> tuple[str, ...]:
+        """Event types that count as the customer's own activity: by default all but outbound touches and churn events."""
+        if self.churn.qualifying_event_types is not None:
+            return tuple(self.churn.qualifying_event_types)
+        excluded = set(self.outbound_event_types) | set(self.churn.churn_event_types)
+        return tuple(et for et in self.event_types if et not in excluded)
+
+    @cached_property
+    def churn_stage_index(self) -> int:
+        return self.stage_names.index(self.churn.applies_from_stage)
+
+    def conversion_targets(self) -> list[tuple[str, str]]:
+        """(from_stage, to_stage) for every stage that has a next one."""
+        names = self.stage_names
+        return [(names[i], names[i + 1]) for i in range(len(names) - 1)]
+
+
+def _no_repeats(values: list[str], what: str) -> None:
+    seen: set[str] = set()
+    repeated = sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+    if repeated:
+        raise ValueError(f"{what} repeat: {repeated}")
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("features").joinpath("default_funnel.yaml")))
+
+
+def load_config(path: str | Path | None = None) -> FunnelConfig:
+    """Read and validate a funnel config from YAML; ``None`` gives the shipped default funnel.
+
+    Raises :class:`ConfigError` with every problem, each naming its field, on an invalid file.
+    """
+    source = Path(path) if path is not None else default_config_path()
+    try:
+        raw = yaml.safe_load(source.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(source)!r} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(source)!r} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(source)!r} must hold a mapping of settings, got {type(raw).__name__}")
+    return config_from_dict(raw, origin=str(source))
+
+
+def config_from_dict(raw: dict, origin: str = "config") -> FunnelConfig:
+    try:
+        return FunnelConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = re.sub(r"^Value error, ", "", err["msg"])
+            problems.append(f"{where}: {msg}")
+        raise ConfigError(f"{origin} is not a valid funnel config:\n  - " + "\n  - ".join(problems)) from None

@@ -1,0 +1,514 @@
+"""A journey simulator with known ground truth.
+
+Each customer is a small hidden Markov process, stepped one day at a time and vectorised over customers:
+
+* **static traits** — latent *engagement* (scales all activity), *fit* (scales stage advances; seen
+  only through how fast the customer progresses), *value* (order size and repeat rate), *service
+  risk* (chance a purchase goes badly); observable attributes country, segment, acquisition channel.
+* **daily state** — stage, *intent* (cold / warm / hot, a sticky Markov chain that marketing touches
+  nudge upward), *mood* (ok / frustrated: after a bad purchase, raises support contacts and churn),
+  *alive* (customers go silent for good at a hazard driven by intent, mood, stage, loyalty offers).
+* **emissions** — events are Poisson counts per event type given the state; a stage is reached by
+  emitting an event that evidences it (a newsletter sign-up *is* the step to interest). Recency,
+  frequency, trend, support contacts and the inbound/outbound channel mix all reflect the latent
+  state, which is what drives conversion and churn, so behaviour predicts outcomes but never fully.
+
+Because emissions are independent given the state, the probability of any label event in
+``[cutoff, cutoff + horizon)`` is computed **exactly** by a forward recursion over the latent states,
+starting from each customer's state at the cutoff (``truth.parquet``): the oracle a model is measured
+against. Seasonality, loyalty-offer schedules and the horizon are deterministic given that state.
+
+The simulator speaks the default five-stage vocabulary (``features/default_funnel.yaml``); the
+config supplies horizons, churn definition, qualifying events and the snapshot schedule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from features.behaviour import DAY_NS
+from features.funnel import FunnelConfig
+from features.snapshots import snapshot_cutoffs
+
+STAGES = ("awareness", "interest", "consideration", "purchase", "loyalty")
+COUNTRIES = (("US", 0.40), ("GB", 0.15), ("DE", 0.15), ("FR", 0.10), ("IN", 0.12), ("BR", 0.08))
+SEGMENTS = (("consumer", 0.60), ("smb", 0.30), ("enterprise", 0.10))
+ACQUISITION = (("search", 0.30), ("social", 0.20), ("ads", 0.25), ("referral", 0.10), ("direct", 0.10), ("email", 0.05))
+# Acquisition channel -> (fit shift, first event type).
+ACQ_EFFECT = {
+    "search": (0.2, "search_visit"),
+    "social": (-0.1, "social_visit"),
+    "ads": (-0.3, "ad_click"),
+    "referral": (0.6, "blog_view"),
+    "direct": (0.3, "blog_view"),
+    "email": (0.0, "blog_view"),
+}
+INBOUND = ("search", "social", "direct", "referral")
+FIXED_CHANNEL = {
+    "ad_impression": "ads", "ad_click": "ads", "search_visit": "search", "social_visit": "social",
+    "email_sent": "email", "email_opened": "email", "loyalty_offer": "email", "outbound_call": "sales_call",
+    "support_ticket": "direct", "support_call": "direct", "subscription_cancelled": "direct", "referral": "referral",
+}
+
+N_Z = 3  # intent: cold, warm, hot
+BROWSE_INTENT = np.array([0.25, 1.0, 2.2])
+ADVANCE_INTENT = np.array([0.15, 1.0, 3.0])
+OPEN_PROB = np.array([0.04, 0.20, 0.45])
+P_INBOUND = np.array([0.35, 0.65, 0.85])
+INTENT_T = np.array([[0.975, 0.025, 0.0], [0.025, 0.955, 0.020], [0.0, 0.050, 0.950]])
+NUDGE_T = np.array([[-0.06, 0.06, 0.0], [0.0, -0.04, 0.04], [0.0, 0.0, 0.0]])  # added on a day with an outbound touch
+MOOD_BROWSE = np.array([1.0, 0.8])
+MOOD_ADVANCE = np.array([1.0, 0.35])
+SUPPORT_RATE = np.array([0.004, 0.22])
+FRUSTRATION_BASE = 0.0015
+RECOVERY = 0.05
+SILENT_BASE = np.array([0.010, 0.007, 0.005, 0.0045, 0.003])
+SILENT_INTENT = np.array([2.2, 1.0, 0.45])
+SILENT_MOOD = np.array([1.0, 3.5])
+OFFER_DAYS = 60
+P_CANCEL = 0.6
+
+ROLES = ("browse", "advance", "repeat", "support", "touch", "open", "impression")
+TOUCH = ROLES.index("touch")
+TOUCH_TYPES = ("email_sent", "outbound_call")  # a day with one nudges intent upward
+
+
+def _role_tables(types: tuple[str, ...]) -> np.ndarray:
+    """base[role, stage, type]: daily rate of each type per unit of the role's multiplier."""
+    k = {t: i for i, t in enumerate(types)}
+    base = np.zeros((len(ROLES), len(STAGES), len(types)))
+
+    def put(role: str, stage: int, rates: dict[str, float]) -> None:
+        for t, r in rates.items():
+            base[ROLES.index(role), stage, k[t]] = r
+
+    aware = {"ad_click": 0.02, "search_visit": 0.03, "social_visit": 0.02, "blog_view": 0.03}
+    put("browse", 0, aware)
+    put("browse", 1, {"blog_view": 0.04, "search_visit": 0.02, "content_download": 0.03, "inquiry": 0.01, "form_fill": 0.01})
+    put("browse", 2, {"blog_view": 0.03, "pricing_view": 0.04, "product_comparison": 0.02, "review_read": 0.03, "cart_add": 0.01, "search_visit": 0.02})
+    for s in (3, 4):
+        put("browse", s, {"blog_view": 0.025, "search_visit": 0.015, "review_read": 0.01, "pricing_view": 0.01, "social_visit": 0.01})
+    put("advance", 0, {"newsletter_signup": 0.006, "form_fill": 0.003, "content_download": 0.003, "inquiry": 0.002, "pricing_view": 0.0008, "order": 0.0002})
+    put("advance", 1, {"pricing_view": 0.006, "product_comparison": 0.003, "demo_request": 0.003, "trial_request": 0.002, "review_read": 0.002, "order": 0.0005})
+    put("advance", 2, {"order": 0.011})
+    put("advance", 3, {"repeat_order": 0.006, "referral": 0.001, "review_written": 0.001, "loyalty_join": 0.0015})
+    put("repeat", 4, {"repeat_order": 0.012, "referral": 0.0015, "review_written": 0.001})
+    for s in (2, 3, 4):
+        put("support", s, {"support_ticket": 1.0, "support_call": 0.35})
+    for s in (1, 2, 3, 4):
+        put("touch", s, {"email_sent": 0.08})
+    put("touch", 2, {"email_sent": 0.08, "outbound_call": 0.02})
+    for s in (1, 2, 3, 4):
+        put("open", s, {"email_opened": 0.08})
+    for s in (0, 1, 2):
+        put("impression", s, {"ad_impression": 0.12})
+    return base
+
+
+@dataclass
+class Traits:
+    engagement: np.ndarray
+    fit: np.ndarray
+    value: np.ndarray
+    service_risk: np.ndarray
+    touch_factor: np.ndarray
+    silent_factor: np.ndarray
+    offer_delay: np.ndarray  # days after first purchase; inf = never offered
+
+    def take(self, idx: np.ndarray) -> Traits:
+        return Traits(**{f: getattr(self, f)[idx] for f in self.__dataclass_fields__})
+
+
+def _season(day_of_year: np.ndarray | float) -> np.ndarray:
+    return 1.0 + 0.2 * np.sin(2 * np.pi * (np.asarray(day_of_year) - 80) / 365.25)
+
+
+def _holiday(month: int, day: int) -> float:
+    return 1.5 if (month == 11 and day >= 15) or month == 12 else 1.0
+
+
+class _Model:
+    """Rates and transitions shared by the sampler and the exact truth recursion."""
+
+    def __init__(self, types: tuple[str, ...]) -> None:
+        self.types = types
+        self.base = _role_tables(types)  # (R, S, K)
+        self.code = {t: i for i, t in enumerate(types)}
+
+    def multipliers(self, stage, z, mood, tr: Traits, season: float, holiday: float, offer_active) -> np.ndarray:
+        """(…, R) role multipliers; all inputs broadcast together."""
+        fit = np.exp(tr.fit)
+        loyal_boost = np.where((stage == 3) & offer_active, 2.5, 1.0)
+        val = (tr.value / 60.0) ** 0.3
+        browse = tr.engagement * BROWSE_INTENT[z] * MOOD_BROWSE[mood] * season
+        advance = fit * ADVANCE_INTENT[z] * MOOD_ADVANCE[mood] * season * np.where(stage == 2, holiday, 1.0) * loyal_boost
+        advance = np.where(stage == 3, val * ADVANCE_INTENT[z] * MOOD_ADVANCE[mood] * loyal_boost, advance)
+        repeat = val * BROWSE_INTENT[z] * MOOD_ADVANCE[mood] * holiday
+        support = SUPPORT_RATE[mood] * np.ones_like(browse)
+        touch = tr.touch_factor * np.ones_like(browse)
+        opened = touch * OPEN_PROB[z] * np.minimum(1.0, tr.engagement)
+        impression = np.ones_like(browse)
+        return np.stack(np.broadcast_arrays(browse, advance, repeat, support, touch, opened, impression), axis=-1)
+
+    def silent_hazard(self, stage, z, mood, tr: Traits, offer_active) -> np.ndarray:
+        return np.clip(
+            SILENT_BASE[stage] * SILENT_INTENT[z] * SILENT_MOOD[mood] * tr.silent_factor * np.where(offer_active, 0.5, 1.0),
+            0.0,
+            0.5,
+        )
+
+    def type_mask(self, names) -> np.ndarray:
+        m = np.zeros(len(self.types), dtype=bool)
+        m[[self.code[n] for n in names if n in self.code]] = True
+        return m
+
+
+def _day_factors(day: pd.Timestamp) -> tuple[float, float]:
+    return float(_season(day.dayofyear)), _holiday(day.month, day.day)
+
+
+def exact_probabilities(
+    model: _Model,
+    stage: np.ndarray,
+    z: np.ndarray,
+    mood: np.ndarray,
+    alive: np.ndarray,
+    tr: Traits,
+    offer_day: np.ndarray,
+    d0: int,
+    start: pd.Timestamp,
+    horizon: int,
+    kill_types: np.ndarray,
+    kill_on_cancel: bool = False,
+) -> np.ndarray:
+    """P(at least one event of ``kill_types`` — or a cancellation, if ``kill_on_cancel`` — in days [d0, d0+horizon)).
+
+    Forward recursion over the latent (intent × mood) states of an alive customer plus the absorbing
+    silent state; emissions are Poisson given the state, so the per-day probability of no kill
+    event is exp(-sum of killing rates), and transitions triggered by non-killing emissions use
+    their marginal probabilities. Stage is constant on the no-kill paths of every target we ask
+    (any stage advance is itself a kill event or a qualifying event).
+    """
+    n = len(stage)
+    zz = np.repeat(np.arange(N_Z), 2)[None, :]  # 6 alive states: (z, mood)
+    mm = np.tile(np.arange(2), N_Z)[None, :]
+    pi = np.zeros((n, 6))
+    pi[np.arange(n), z * 2 + mood] = alive.astype(float)
+    killed = np.zeros(n)
+    s = stage[:, None]
+    trb = Traits(**{f: getattr(tr, f)[:, None] for f in tr.__dataclass_fields__})
+    kill_rate_base = model.base[:, :, kill_types].sum(axis=2)  # (R, S)
+    purchase = model.type_mask(("order", "repeat_order"))
+    trigger_purchase = model.base[:, :, purchase & ~kill_types].sum(axis=2)  # (R, S)
+    touch_types = model.type_mask(TOUCH_TYPES) & ~kill_types
+    touch_rate = model.base[TOUCH][:, touch_types].sum(axis=1)  # (S,)
+    cancel_possible = (stage >= 3)[:, None]
+    for d in range(d0, d0 + horizon):
+        season, holiday = _day_factors(start + pd.Timedelta(days=d))
+        offer_active = (offer_day[:, None] <= d) & (d < offer_day[:, None] + OFFER_DAYS)
+        mult = model.multipliers(s, zz, mm, trb, season, holiday, offer_active)  # (n, 6, R)
+        lam_kill = np.einsum("nsr,rn->ns", mult, kill_rate_base[:, stage])
+        p_survive = np.exp(-lam_kill)
+        killed += (pi * (1 - p_survive)).sum(axis=1)
+        pi = pi * p_survive
+        # Transitions on the surviving paths.
+        # Transitions on the surviving paths, with emission-triggered ones at their marginal
+        # probabilities (emissions of different roles are independent given the state).
+        p_bought = 1 - np.exp(-np.einsum("nsr,rn->ns", mult, trigger_purchase[:, stage]))
+        p_frustrate = 1 - (1 - FRUSTRATION_BASE) * (1 - tr.service_risk[:, None] * p_bought)
+        p_touch = 1 - np.exp(-mult[:, :, TOUCH] * touch_rate[stage][:, None])
+        kappa = model.silent_hazard(s, zz, mm, trb, offer_active)
+        if kill_on_cancel:
+            killed += (pi * kappa * P_CANCEL * cancel_possible).sum(axis=1)
+        # Customers going silent emit nothing more: they leave the paths that can still be killed.
+        pi = pi * (1 - kappa)
+        new = np.zeros_like(pi)
+        for zi in range(N_Z):
+            for mi in range(2):
+                col = zi * 2 + mi
+                mass = pi[:, col]
+                t_row = INTENT_T[zi][None, :] + p_touch[:, col][:, None] * NUDGE_T[zi][None, :]
+                if mi == 0:
+                    to_mood = np.stack([1 - p_frustrate[:, col], p_frustrate[:, col]], axis=1)
+                else:
+                    to_mood = np.stack([np.full(n, RECOVERY), np.full(n, 1 - RECOVERY)], axis=1)
+                for zj in range(N_Z):
+                    for mj in range(2):
+                        new[:, zj * 2 + mj] += mass * t_row[:, zj] * to_mood[:, mj]
+        pi = new
+    return killed
+
+
+@dataclass
+class Simulation:
+    events: pd.DataFrame
+    customers: pd.DataFrame
+    truth: pd.DataFrame
+    start: pd.Timestamp
+    end: pd.Timestamp
+
+    def write(self, out: str | Path, fmt: str = "parquet") -> dict[str, Path]:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for name, frame in (("events", self.events), ("customers", self.customers), ("truth", self.truth)):
+            path = out / f"{name}.{fmt}"
+            if fmt == "csv":
+                frame.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+            else:
+                frame.to_parquet(path, index=False)
+            paths[name] = path
+        return paths
+
+
+def _choice(rng: np.random.Generator, table: tuple[tuple[str, float], ...], n: int) -> np.ndarray:
+    names, weights = zip(*table)
+    w = np.asarray(weights) / sum(weights)
+    return np.asarray(names, dtype=object)[rng.choice(len(names), size=n, p=w)]
+
+
+def simulate(
+    n_customers: int,
+    config: FunnelConfig,
+    start: str | dt.date = "2024-01-01",
+    end: str | dt.date = "2026-01-01",
+    seed: int = 0,
+    truth: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> Simulation:
+    """Simulate ``n_customers`` journeys over days [start, end) (UTC), with exact truth at the config's cutoffs."""
+    types = config.event_types
+    needed = {t for tbl in (ACQ_EFFECT.values(),) for _, t in tbl} | set(FIXED_CHANNEL)
+    needed |= {"newsletter_signup", "order", "repeat_order", "pricing_view", "loyalty_join"}
+    absent = sorted(needed - set(types))
+    if absent or config.stage_names != STAGES:
+        raise ValueError(
+            "the simulator speaks the default five-stage funnel; the config lacks "
+            + (f"event types {absent}" if absent else f"its stages (has {list(config.stage_names)}, needs {list(STAGES)})")
+        )
+    rng = np.random.default_rng(seed)
+    start_ts = pd.Timestamp(start, tz="UTC").normalize()
+    end_ts = pd.Timestamp(end, tz="UTC").normalize()
+    n_days = int((end_ts - start_ts).days)
+    if n_days < 30:
+        raise ValueError(f"simulate needs at least 30 days between start and end, got {n_days}")
+    if n_customers < 1:
+        raise ValueError("simulate needs at least one customer")
+    model = _Model(types)
+    n = n_customers
+    k = len(types)
+
+    # Static attributes and latent traits.
+    country = _choice(rng, COUNTRIES, n)
+    segment = _choice(rng, SEGMENTS, n)
+    acquisition = _choice(rng, ACQUISITION, n)
+    seg_value = np.select([segment == "smb", segment == "enterprise"], [2.0, 5.0], 1.0)
+    fit_shift = np.array([ACQ_EFFECT[a][0] for a in acquisition]) + np.select([segment == "enterprise"], [-0.3], 0.0)
+    country_risk = np.select([country == "IN", country == "BR", country == "DE"], [1.6, 1.4, 0.8], 1.0)
+    traits = Traits(
+        engagement=np.exp(rng.normal(0.0, 0.55, n)),
+        fit=rng.normal(0.0, 0.7, n) + fit_shift,
+        value=np.exp(rng.normal(np.log(60.0), 0.6, n)) * seg_value,
+        service_risk=np.clip(0.10 * country_risk * np.exp(rng.normal(0, 0.5, n)), 0, 0.9),
+        touch_factor=np.select([segment == "enterprise", segment == "smb"], [1.8, 1.2], 1.0),
+        silent_factor=np.exp(rng.normal(0.0, 0.35, n)) * np.select([segment == "enterprise"], [0.6], 1.0),
+        offer_delay=np.where(rng.random(n) < 0.5, rng.integers(20, 90, n).astype(float), np.inf),
+    )
+    # Arrivals: most of the population arrives in the first 85% of the period, seasonally.
+    days = np.arange(int(n_days * 0.85))
+    dates = start_ts + pd.to_timedelta(days, unit="D")
+    w = _season(dates.dayofyear.to_numpy()) * (1 + 0.5 * days / max(len(days), 1))
+    arrival = np.sort(rng.choice(days, size=n, p=w / w.sum()))
+    order = rng.permutation(n)  # ids unrelated to arrival order
+    ids = np.array([f"c{i:07d}" for i in range(n)], dtype=object)[order.argsort()]
+
+    stage = np.full(n, -1, dtype=np.int64)
+    z = rng.choice(N_Z, size=n, p=[0.35, 0.5, 0.15])
+    mood = np.zeros(n, dtype=np.int64)
+    alive = np.ones(n, dtype=bool)
+    offer_day = np.full(n, np.inf)
+
+    cutoffs = snapshot_cutoffs(start_ts, end_ts, config)
+    cutoff_days = {int((c - start_ts).days): c for c in cutoffs}
+    conv_kill_by_stage = [model.type_mask([t for t, si in config.stage_of_event_type.items() if si > s]) for s in range(len(STAGES))]
+    qualifying = model.type_mask(config.qualifying_event_types)
+    explicit = config.churn.definition == "explicit"
+    # Explicit churn is killed by the cancellation that comes with going silent, not by an emission.
+    churn_kill = np.zeros(k, dtype=bool) if explicit else qualifying
+    type_stage = np.array([config.stage_of_event_type.get(t, -1) for t in types])
+    truth_parts: list[pd.DataFrame] = []
+
+    ch_names = list(config.channel_names)
+    inbound_codes = np.array([ch_names.index(c) for c in INBOUND])
+    outbound_codes = np.array([ch_names.index(c) for c in ("email", "ads")])
+    fixed = np.full(k, -1)
+    for t, c in FIXED_CHANNEL.items():
+        fixed[model.code[t]] = ch_names.index(c)
+    purchase_mask = model.type_mask(("order", "repeat_order"))
+    acq_first = np.array([model.code[ACQ_EFFECT[a][1]] for a in acquisition])
+    acq_channel = np.array([ch_names.index(a) for a in acquisition])
+    cum_base = np.cumsum(model.base, axis=2)  # (R, S, K) for picking the type within a role
+    role_total = cum_base[:, :, -1]
+
+    ev_c, ev_d, ev_t, ev_ch = [], [], [], []
+    first_arrival = np.searchsorted(arrival, np.arange(n_days + 1))
+    for d in range(n_days):
+        day = start_ts + pd.Timedelta(days=d)
+        season, holiday = _day_factors(day)
+        if d in cutoff_days and truth:
+            seen = np.flatnonzero(arrival < d)
+            truth_parts.append(
+                _truth_at(model, config, seen, stage, z, mood, alive, traits, offer_day, d, start_ts, cutoff_days[d], ids,
+                          conv_kill_by_stage, churn_kill, explicit)
+            )
+        # Arrivals emit their first awareness event.
+        new = np.arange(first_arrival[d], first_arrival[d + 1])
+        if len(new):
+            stage[new] = 0
+            ev_c.append(new)
+            ev_d.append(np.full(len(new), d))
+            ev_t.append(acq_first[new])
+            ev_ch.append(np.where(fixed[acq_first[new]] >= 0, fixed[acq_first[new]], acq_channel[new]))
+        act = np.flatnonzero(alive & (stage >= 0) & (arrival < d))
+        if len(act) == 0:
+            continue
+        s, zi, mi = stage[act], z[act], mood[act]
+        tr = traits.take(act)
+        offer_active = (offer_day[act] <= d) & (d < offer_day[act] + OFFER_DAYS)
+        mult = model.multipliers(s, zi, mi, tr, season, holiday, offer_active)  # (m, R)
+        lam = mult * role_total[:, s].T  # (m, R)
+        counts = rng.poisson(lam)
+        # Expand role counts into events and pick each event's type within its role.
+        rows, roles = np.nonzero(counts)
+        reps = counts[rows, roles]
+        rows = np.repeat(rows, reps)
+        roles = np.repeat(roles, reps)
+        u = rng.random(len(rows)) * role_total[roles, s[rows]]
+        cb = cum_base[roles, s[rows]]
+        etype = np.minimum((cb < u[:, None]).sum(axis=1), k - 1)
+        # What today's emissions do to tomorrow's state.
+        reached = np.full(len(act), -1)
+        np.maximum.at(reached, rows, type_stage[etype])
+        bought = np.zeros(len(act), dtype=bool)
+        bought[rows[purchase_mask[etype]]] = True
+        touched = np.zeros(len(act), dtype=bool)
+        touched[rows[(roles == TOUCH)]] = True
+        first_purchase = (s < 3) & (reached >= 3)
+        new_stage = np.maximum(s, reached)
+        # An opened email comes with the email that was sent.
+        opened = etype == model.code["email_opened"]
+        rows = np.concatenate([rows, rows[opened]])
+        etype = np.concatenate([etype, np.full(int(opened.sum()), model.code["email_sent"])])
+        # Loyalty offers go out on schedule.
+        offered = np.flatnonzero(offer_day[act] == d)
+        rows = np.concatenate([rows, offered])
+        etype = np.concatenate([etype, np.full(len(offered), model.code["loyalty_offer"])])
+        # Channel: fixed for some types, else inbound with a probability that grows with intent.
+        inbound = rng.random(len(rows)) < P_INBOUND[zi[rows]]
+        pick_in = np.where(rng.random(len(rows)) < 0.5, acq_channel[act[rows]], inbound_codes[rng.integers(0, len(inbound_codes), len(rows))])
+        pick_in = np.where(np.isin(pick_in, inbound_codes), pick_in, inbound_codes[rng.integers(0, len(inbound_codes), len(rows))])
+        chan = np.where(inbound, pick_in, outbound_codes[rng.integers(0, 2, len(rows))])
+        chan = np.where(fixed[etype] >= 0, fixed[etype], chan)
+
+        # Transitions from the start-of-day state and today's emissions.
+        u = rng.random(len(act))
+        t_rows = INTENT_T[zi] + touched[:, None] * NUDGE_T[zi]
+        z_new = (np.cumsum(t_rows, axis=1) < u[:, None]).sum(axis=1)
+        frustrate = rng.random(len(act)) < 1 - (1 - FRUSTRATION_BASE) * np.where(bought, 1 - tr.service_risk, 1.0)
+        recover = rng.random(len(act)) < RECOVERY
+        mood_new = np.where(mi == 0, frustrate, ~recover).astype(np.int64)
+        kappa = model.silent_hazard(s, zi, mi, tr, offer_active)
+        silent = rng.random(len(act)) < kappa
+        cancel = np.flatnonzero(silent & (s >= 3) & (rng.random(len(act)) < P_CANCEL))
+
+        rows = np.concatenate([rows, cancel])
+        etype = np.concatenate([etype, np.full(len(cancel), model.code["subscription_cancelled"])])
+        chan = np.concatenate([chan, fixed[np.full(len(cancel), model.code["subscription_cancelled"])]])
+        ev_c.append(act[rows])
+        ev_d.append(np.full(len(rows), d))
+        ev_t.append(etype)
+        ev_ch.append(chan)
+
+        stage[act] = new_stage
+        z[act] = z_new
+        mood[act] = mood_new
+        alive[act[silent]] = False
+        fp = act[first_purchase]
+        offer_day[fp] = d + traits.offer_delay[fp]
+        if progress is not None:
+            progress(d + 1, n_days)
+
+    cust = np.concatenate(ev_c)
+    day = np.concatenate(ev_d)
+    etype = np.concatenate(ev_t)
+    chan = np.concatenate(ev_ch)
+    # Times within the day: uniform, except that the day's events keep a plausible order (the
+    # acquisition event first, an opened email after its send, a cancellation last).
+    frac = rng.random(len(cust))
+    frac = np.where(etype == model.code["subscription_cancelled"], 0.999 + 0.0009 * frac, frac * 0.998)
+    ts = (start_ts.value + day * DAY_NS + (frac * DAY_NS).astype(np.int64))
+    amount = np.full(len(cust), np.nan)
+    is_purchase = purchase_mask[etype]
+    amount[is_purchase] = np.round(np.exp(rng.normal(np.log(traits.value[cust[is_purchase]]), 0.4)), 2)
+    order = np.lexsort((ts, cust))
+    events = pd.DataFrame(
+        {
+            "customer_id": pd.array(ids[cust[order]], dtype="string"),
+            "timestamp": pd.to_datetime(ts[order], utc=True),
+            "event_type": pd.Categorical.from_codes(etype[order], categories=list(types)),
+            "channel": pd.Categorical.from_codes(chan[order], categories=ch_names),
+            "amount": amount[order],
+        }
+    )
+    customers = pd.DataFrame(
+        {
+            "customer_id": pd.array(ids, dtype="string"),
+            "country": pd.Categorical(country),
+            "segment": pd.Categorical(segment),
+            "acquisition_channel": pd.Categorical(acquisition),
+            "signup_date": start_ts + pd.to_timedelta(arrival, unit="D"),
+        }
+    ).sort_values("customer_id", ignore_index=True)
+    truth_frame = pd.concat(truth_parts, ignore_index=True) if truth_parts else pd.DataFrame(
+        columns=["customer_id", "cutoff", "stage", "p_next_stage", "p_churn"]
+    )
+    return Simulation(events=events, customers=customers, truth=truth_frame, start=start_ts, end=end_ts)
+
+
+def _truth_at(model, config, seen, stage, z, mood, alive, traits, offer_day, d, start, cutoff, ids,
+              conv_kill_by_stage, churn_kill, explicit) -> pd.DataFrame:
+    """Exact P(next stage within the conversion horizon) and P(churn within the churn horizon) at day ``d``."""
+    s = stage[seen]
+    p_next = np.full(len(seen), np.nan)
+    p_churn = np.full(len(seen), np.nan)
+    tr = traits.take(seen)
+    for st in range(len(STAGES) - 1):
+        rows = np.flatnonzero(s == st)
+        if len(rows):
+            p_next[rows] = exact_probabilities(
+                model, s[rows], z[seen][rows], mood[seen][rows], alive[seen][rows], tr.take(rows), offer_day[seen][rows],
+                d, start, config.conversion.horizon_days, conv_kill_by_stage[st],
+            )
+    rows = np.flatnonzero(s >= config.churn_stage_index)
+    if len(rows):
+        p_kill = exact_probabilities(
+            model, s[rows], z[seen][rows], mood[seen][rows], alive[seen][rows], tr.take(rows), offer_day[seen][rows],
+            d, start, config.churn.horizon_days, churn_kill, kill_on_cancel=explicit,
+        )
+        # Inactivity churn is the *absence* of qualifying events; explicit churn is a cancellation.
+        p_churn[rows] = p_kill if explicit else 1.0 - p_kill
+    return pd.DataFrame(
+        {
+            "customer_id": pd.array(ids[seen], dtype="string"),
+            "cutoff": cutoff,
+            "stage": pd.Categorical.from_codes(s, categories=list(STAGES)),
+            "p_next_stage": p_next,
+            "p_churn": p_churn,
+        }
+    )

@@ -1,0 +1,1 @@
+"""funnelcast's command line: a thin shell over features, training and serving."""

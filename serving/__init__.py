@@ -1,0 +1,1 @@
+"""serving: the BentoML scoring service and batch scoring (see the serving issue)."""

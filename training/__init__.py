@@ -1,0 +1,1 @@
+"""training: LightGBM conversion and churn models (see the training issue)."""
