@@ -243,8 +243,8 @@ def _vocabulary(
             raise EventDataError(
                 f"{name}: column {column!r} has values the funnel config does not know: {listing}"
                 f"{' and more' if len(counts) > 10 else ''}; first at {_rows(unknown, raw)}. "
-                f"Add them to the config, or set unknown_{column.replace('event_type', 'event_types').replace('channel', 'channels')}: "
-                "map_to_other"
+                f"Add them to the config, or set {column.replace('event_type', 'unknown_event_types').replace('channel', 'unknown_channels')}"
+                ": map_to_other"
             )
         values = values.mask(unknown, OTHER)
         summary.alter(f"{column} not in config mapped to {OTHER!r} ({listing})", int(unknown.sum()))

@@ -57,19 +57,19 @@ FIXED_CHANNEL = {
 }
 
 N_Z = 3  # intent: cold, warm, hot
-BROWSE_INTENT = np.array([0.25, 1.0, 2.2])
-ADVANCE_INTENT = np.array([0.15, 1.0, 3.0])
+BROWSE_INTENT = np.array([0.5, 2.4, 6.0])
+ADVANCE_INTENT = np.array([0.3, 1.0, 2.4])
 OPEN_PROB = np.array([0.04, 0.20, 0.45])
 P_INBOUND = np.array([0.35, 0.65, 0.85])
-INTENT_T = np.array([[0.975, 0.025, 0.0], [0.025, 0.955, 0.020], [0.0, 0.050, 0.950]])
-NUDGE_T = np.array([[-0.06, 0.06, 0.0], [0.0, -0.04, 0.04], [0.0, 0.0, 0.0]])  # added on a day with an outbound touch
-MOOD_BROWSE = np.array([1.0, 0.8])
+INTENT_T = np.array([[0.992, 0.008, 0.0], [0.008, 0.985, 0.007], [0.0, 0.016, 0.984]])
+NUDGE_T = np.array([[-0.04, 0.04, 0.0], [0.0, -0.02, 0.02], [0.0, 0.0, 0.0]])  # added on a day with an outbound touch
+MOOD_BROWSE = np.array([1.0, 0.7])
 MOOD_ADVANCE = np.array([1.0, 0.35])
 SUPPORT_RATE = np.array([0.004, 0.22])
 FRUSTRATION_BASE = 0.0015
 RECOVERY = 0.05
-SILENT_BASE = np.array([0.010, 0.007, 0.005, 0.0045, 0.003])
-SILENT_INTENT = np.array([2.2, 1.0, 0.45])
+SILENT_BASE = np.array([0.007, 0.005, 0.0035, 0.003, 0.002])
+SILENT_INTENT = np.array([3.5, 0.7, 0.25])
 SILENT_MOOD = np.array([1.0, 3.5])
 OFFER_DAYS = 60
 P_CANCEL = 0.6
@@ -312,8 +312,8 @@ def simulate(
     fit_shift = np.array([ACQ_EFFECT[a][0] for a in acquisition]) + np.select([segment == "enterprise"], [-0.3], 0.0)
     country_risk = np.select([country == "IN", country == "BR", country == "DE"], [1.6, 1.4, 0.8], 1.0)
     traits = Traits(
-        engagement=np.exp(rng.normal(0.0, 0.55, n)),
-        fit=rng.normal(0.0, 0.7, n) + fit_shift,
+        engagement=np.exp(rng.normal(0.0, 0.45, n)),
+        fit=rng.normal(0.0, 0.35, n) + fit_shift,
         value=np.exp(rng.normal(np.log(60.0), 0.6, n)) * seg_value,
         service_risk=np.clip(0.10 * country_risk * np.exp(rng.normal(0, 0.5, n)), 0, 0.9),
         touch_factor=np.select([segment == "enterprise", segment == "smb"], [1.8, 1.2], 1.0),

@@ -1,0 +1,56 @@
+"""Shared fixtures. PostgreSQL tests skip where no server is reachable, unless
+FUNNELCAST_REQUIRE_SERVICES is set (CI sets it in .ci/run), which turns that skip into a failure."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from features.funnel import FunnelConfig, load_config
+
+POSTGRES_URL = os.environ.get("FUNNELCAST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def config() -> FunnelConfig:
+    return load_config()
+
+
+@pytest.fixture(scope="session")
+def utc_config() -> FunnelConfig:
+    """The default funnel with naive timestamps read as UTC."""
+    raw = load_config().model_dump(mode="json")
+    raw["source_timezone"] = "UTC"
+    return FunnelConfig.model_validate(raw)
+
+
+@pytest.fixture()
+def postgres_url() -> str:
+    """A reachable PostgreSQL URL, or a skip (a failure when services are required)."""
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(POSTGRES_URL)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any connection problem means "not reachable"
+        if os.environ.get("FUNNELCAST_REQUIRE_SERVICES"):
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required (FUNNELCAST_REQUIRE_SERVICES) but unreachable: {exc}")
+        pytest.skip(f"no PostgreSQL reachable at {POSTGRES_URL}: {exc}")
+    return POSTGRES_URL
+
+
+@pytest.fixture()
+def postgres_table(postgres_url: str):
+    """A unique table name in the test database, dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"fc_test_{uuid.uuid4().hex[:10]}"
+    yield name
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"'))
+    engine.dispose()
