@@ -1,0 +1,147 @@
+"""Readiness: can this data support each target, before anyone trains?
+
+Like a hosted tool greying out a prediction it cannot make, :func:`assess` gives each target a
+plain verdict with the numbers behind it and the minimums that apply (``readiness`` in the config):
+history length against the horizon, labelled rows and positives per target and stage, event
+types seen and unmapped, and the share of customers with too few events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.events import ValidationSummary
+from features.funnel import FunnelConfig
+from features.snapshots import build_training_set
+
+
+@dataclass
+class TargetReadiness:
+    target: str
+    ready: bool
+    rows: int
+    positives: int
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        return "ready" if self.ready else "not ready: " + "; ".join(self.reasons)
+
+
+@dataclass
+class ReadinessReport:
+    events: int
+    customers: int
+    first_event: pd.Timestamp | None
+    last_event: pd.Timestamp | None
+    history_days: float
+    sparse_share: float
+    event_type_counts: dict[str, int]
+    never_seen: list[str]
+    unmapped: dict[str, int]
+    targets: list[TargetReadiness]
+    warnings: list[str]
+    minimums: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "events": self.events,
+            "customers": self.customers,
+            "first_event": None if self.first_event is None else self.first_event.isoformat(),
+            "last_event": None if self.last_event is None else self.last_event.isoformat(),
+            "history_days": round(self.history_days, 2),
+            "share_customers_with_too_few_events": round(self.sparse_share, 4),
+            "event_type_counts": self.event_type_counts,
+            "event_types_never_seen": self.never_seen,
+            "unmapped": self.unmapped,
+            "targets": {
+                t.target: {"ready": t.ready, "verdict": t.verdict, "rows": t.rows, "positives": t.positives}
+                for t in self.targets
+            },
+            "warnings": self.warnings,
+            "minimums": self.minimums,
+        }
+
+
+def assess(
+    events: pd.DataFrame,
+    config: FunnelConfig,
+    customers: pd.DataFrame | None = None,
+    summary: ValidationSummary | None = None,
+    data_end: Any = None,
+) -> ReadinessReport:
+    """Assess validated events (canonical frame) for every target of ``config``."""
+    rd = config.readiness
+    minimums = {
+        "history_days_conversion": config.snapshots.min_history_days + config.conversion.horizon_days,
+        "history_days_churn": config.snapshots.min_history_days + config.churn.horizon_days,
+        "min_eligible_rows": rd.min_eligible,
+        "min_positives": rd.min_positives,
+        "min_events_per_customer": rd.min_events_per_customer,
+        "max_share_sparse_customers": rd.max_share_sparse_customers,
+    }
+    n_events = len(events)
+    per_customer = events["customer_id"].value_counts()
+    n_customers = len(per_customer)
+    sparse_share = float((per_customer < rd.min_events_per_customer).mean()) if n_customers else 1.0
+    counts = events["event_type"].astype("string").value_counts()
+    type_counts = {t: int(counts.get(t, 0)) for t in config.event_types}
+    never_seen = [t for t, n in type_counts.items() if n == 0]
+    unmapped = {why: n for why, n in (summary.altered.items() if summary else []) if "mapped" in why}
+    warnings = []
+    if sparse_share > rd.max_share_sparse_customers:
+        warnings.append(
+            f"{sparse_share:.0%} of customers have fewer than {rd.min_events_per_customer} events "
+            f"(more than the {rd.max_share_sparse_customers:.0%} allowed): behaviour features will be thin"
+        )
+    if n_events == 0:
+        targets = [TargetReadiness(name, False, 0, 0, ["no events"]) for name in _target_names(config)]
+        return ReadinessReport(0, 0, None, None, 0.0, sparse_share, type_counts, never_seen, unmapped, targets, warnings, minimums)
+
+    first, last = events["timestamp"].min(), events["timestamp"].max()
+    history = (last - first) / pd.Timedelta(days=1)
+    try:
+        table = build_training_set(events, customers, config, data_end=data_end)
+    except ValueError:
+        table = pd.DataFrame({"stage": pd.Series(dtype="object"), "convert_label": [], "churn_label": []})
+
+    targets: list[TargetReadiness] = []
+    for from_stage, to_stage in config.conversion_targets():
+        rows = table.loc[(table["stage"] == from_stage) & table["convert_label"].notna(), "convert_label"]
+        targets.append(
+            _verdict(f"convert:{from_stage}->{to_stage}", rows, history, minimums["history_days_conversion"], config)
+        )
+    churn_rows = table.loc[table["churn_label"].notna(), "churn_label"]
+    targets.append(_verdict("churn", churn_rows, history, minimums["history_days_churn"], config))
+    if sparse_share > rd.max_share_sparse_customers:
+        for t in targets:
+            t.reasons.append("too many customers with too few events")
+            t.ready = False
+    return ReadinessReport(
+        n_events, n_customers, first, last, float(history), sparse_share, type_counts, never_seen, unmapped, targets, warnings, minimums
+    )
+
+
+def _target_names(config: FunnelConfig) -> list[str]:
+    return [f"convert:{a}->{b}" for a, b in config.conversion_targets()] + ["churn"]
+
+
+def _verdict(name: str, labels: pd.Series, history: float, need_history: int, config: FunnelConfig) -> TargetReadiness:
+    rd = config.readiness
+    y = labels.astype("float64").to_numpy()
+    positives = int(np.nansum(y))
+    negatives = int(len(y) - positives)
+    reasons = []
+    if history < need_history:
+        reasons.append(f"{history:.0f} days of history, needs {need_history} (min_history_days + horizon)")
+    if len(y) < rd.min_eligible:
+        reasons.append(f"{len(y):,} labelled rows, needs {rd.min_eligible:,}")
+    if positives < rd.min_positives:
+        reasons.append(f"{positives:,} positives, needs {rd.min_positives:,}")
+    if negatives < rd.min_positives:
+        reasons.append(f"{negatives:,} negatives, needs {rd.min_positives:,}")
+    return TargetReadiness(name, not reasons, len(y), positives, reasons)

@@ -1,0 +1,3 @@
+from funnelcast.cli import main
+
+main()

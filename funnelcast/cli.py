@@ -1,0 +1,313 @@
+"""The ``funnelcast`` command: a thin shell over features (and, later, training and serving).
+
+Every subcommand takes ``--config FILE`` and, on bad input, exits non-zero with one paragraph that
+says what was wrong and where — never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    name="funnelcast",
+    help="Predict next-stage conversion and churn for every customer from a journey event log.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Funnel config YAML (default: the five-stage journey).")]
+EventsOpt = Annotated[str, typer.Option("--events", help="Events: CSV, Parquet file or directory, or SQL URL with '#table'.")]
+CustomersOpt = Annotated[Optional[str], typer.Option("--customers", help="Customers table (same source kinds as --events).")]
+AsOfOpt = Annotated[
+    Optional[str], typer.Option("--as-of", help="When the data was extracted (UTC); events at or after it are errors. Default: now.")
+]
+
+
+class UserError(Exception):
+    """A problem with the user's input, reported as one paragraph."""
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn data and config problems into a one-paragraph message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from features.events import EventDataError
+        from features.funnel import ConfigError
+
+        try:
+            return fn(*args, **kwargs)
+        except (EventDataError, ConfigError, UserError, ValueError, OSError) as exc:
+            kind = "config" if isinstance(exc, ConfigError) else "input"
+            err.print(f"[bold red]funnelcast {fn.__name__.replace('_cmd', '').replace('_', '-')}: bad {kind}.[/] {exc}", highlight=False)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def _config(path: Path | None):
+    from features.funnel import load_config
+
+    return load_config(path)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
+def _as_of(value: str | None):
+    import pandas as pd
+
+    from features.events import to_utc
+
+    if value is None:
+        return pd.Timestamp.now(tz="UTC")
+    try:
+        return to_utc(value)
+    except (ValueError, TypeError):
+        raise UserError(f"--as-of {value!r} is not a date or timestamp; use e.g. 2025-06-30 or 2025-06-30T12:00:00Z") from None
+
+
+def _load(events: str, customers: str | None, cfg, as_of: str | None):
+    from features.events import read_customers, read_events
+
+    ev, summary = read_events(events, cfg, as_of=_as_of(as_of))
+    cust = None
+    if customers is not None:
+        cust, _ = read_customers(customers, cfg)
+    return ev, cust, summary
+
+
+def _write(frame, path: str) -> str:
+    """Write a table to .parquet or .csv (by extension)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.suffix.lower() == ".csv":
+        frame.to_csv(target, index=False)
+    elif target.suffix.lower() in (".parquet", ".pq"):
+        frame.to_parquet(target, index=False)
+    else:
+        raise UserError(f"--out {path!r}: unknown file type {target.suffix!r}; use .parquet or .csv")
+    return str(target)
+
+
+def _print_summary(summary) -> None:
+    for line in summary.lines():
+        out.print(line, highlight=False)
+
+
+@app.command("simulate")
+@_friendly
+def simulate_cmd(
+    customers: Annotated[int, typer.Option("--customers", min=1, help="Number of customers.")] = 20_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same data.")] = 0,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("sim"),
+    start: Annotated[str, typer.Option("--start", help="First day (UTC).")] = "2024-01-01",
+    end: Annotated[str, typer.Option("--end", help="End day, exclusive (UTC).")] = "2026-01-01",
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    truth: Annotated[bool, typer.Option("--truth/--no-truth", help="Compute exact true probabilities at each cutoff.")] = True,
+    config: ConfigOpt = None,
+) -> None:
+    """Simulate customer journeys: writes events, customers and truth (true probabilities)."""
+    from features.simulate import simulate
+
+    if fmt not in ("parquet", "csv"):
+        raise UserError(f"--format {fmt!r}: use parquet or csv")
+    cfg = _config(config)
+    t0 = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task(f"simulating {customers:,} customers", total=None)
+        sim = simulate(customers, cfg, start=start, end=end, seed=seed, truth=truth,
+                       progress=lambda done, total: bar.update(task, completed=done, total=total))
+    paths = sim.write(out_dir, fmt=fmt)
+    out.print(
+        f"simulated {customers:,} customers, {len(sim.events):,} events, {len(sim.truth):,} truth rows "
+        f"in {time.perf_counter() - t0:.1f} s -> {', '.join(str(p) for p in paths.values())}",
+        highlight=False,
+    )
+
+
+@app.command("check")
+@_friendly
+def check_cmd(
+    events: EventsOpt,
+    customers: CustomersOpt = None,
+    as_of: AsOfOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Validate events and report whether the data can support each target."""
+    from features.readiness import assess
+
+    cfg = _config(config)
+    ev, cust, summary = _load(events, customers, cfg, as_of)
+    report = assess(ev, cfg, customers=cust, summary=summary)
+    if as_json:
+        print(json.dumps({"validation": summary.as_dict(), "readiness": report.as_dict()}, indent=2, default=str))
+        return
+    _print_summary(summary)
+    out.print(
+        f"{report.customers:,} customers, {report.events:,} events, {report.history_days:.0f} days of history "
+        f"({report.first_event} to {report.last_event}); {report.sparse_share:.1%} of customers have fewer than "
+        f"{cfg.readiness.min_events_per_customer} events",
+        highlight=False,
+    )
+    if report.never_seen:
+        out.print(f"event types in the config never seen: {', '.join(report.never_seen)}", highlight=False)
+    for w in report.warnings:
+        out.print(f"[yellow]warning:[/] {w}", highlight=False)
+    table = Table(title="readiness per target")
+    for col in ("target", "labelled rows", "positives", "verdict"):
+        table.add_column(col)
+    for t in report.targets:
+        table.add_row(t.target, f"{t.rows:,}", f"{t.positives:,}", ("[green]" if t.ready else "[red]") + t.verdict)
+    out.print(table)
+    m = report.minimums
+    out.print(
+        f"minimums: {m['min_eligible_rows']:,} labelled rows and {m['min_positives']:,} positives and negatives per target; "
+        f"history of min_history_days + horizon ({m['history_days_conversion']} days for conversion, "
+        f"{m['history_days_churn']} for churn)",
+        highlight=False,
+    )
+
+
+@app.command("features")
+@_friendly
+def features_cmd(
+    events: EventsOpt,
+    cutoff: Annotated[str, typer.Option("--cutoff", help="Features use events strictly before this time (UTC).")],
+    out_path: Annotated[str, typer.Option("--out", help="Output .parquet or .csv: one row per customer.")],
+    customers: CustomersOpt = None,
+    as_of: AsOfOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Build one behaviour vector per customer at a cutoff."""
+    from features.behaviour import build_features
+    from features.events import to_utc
+
+    cfg = _config(config)
+    try:
+        cut = to_utc(cutoff)
+    except (ValueError, TypeError):
+        raise UserError(f"--cutoff {cutoff!r} is not a date or timestamp; use e.g. 2025-06-30") from None
+    ev, cust, summary = _load(events, customers, cfg, as_of)
+    _print_summary(summary)
+    t0 = time.perf_counter()
+    frame = build_features(ev, cust, cut, cfg)
+    path = _write(frame, out_path)
+    out.print(f"{len(frame):,} customers x {frame.shape[1] - 2} features at {cut} in {time.perf_counter() - t0:.2f} s -> {path}", highlight=False)
+
+
+@app.command("training-set")
+@_friendly
+def training_set_cmd(
+    events: EventsOpt,
+    out_path: Annotated[str, typer.Option("--out", help="Output .parquet or .csv.")],
+    customers: CustomersOpt = None,
+    data_end: Annotated[Optional[str], typer.Option("--data-end", help="End of observation (default: just after the last event).")] = None,
+    as_of: AsOfOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Build (customer, cutoff) rows with features and labels over the snapshot schedule."""
+    cfg = _config(config)
+    ev, cust, summary = _load(events, customers, cfg, as_of)
+    _print_summary(summary)
+    table = _training_set(ev, cust, cfg, data_end)
+    path = _write(table, out_path)
+    _print_training_summary(table, cfg)
+    out.print(f"training set -> {path}", highlight=False)
+
+
+def _training_set(ev, cust, cfg, data_end):
+    from features.snapshots import build_training_set
+
+    with _progress() as bar:
+        task = bar.add_task("building training set (cutoffs)", total=None)
+        return build_training_set(
+            ev, cust, cfg, data_end=data_end, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+
+
+def _print_training_summary(table, cfg) -> None:
+    import pandas as pd
+
+    stats = table.groupby("stage", observed=False).agg(
+        rows=("customer_id", "size"),
+        customers=("customer_id", "nunique"),
+        convert_rows=("convert_label", "count"),
+        convert_rate=("convert_label", lambda s: s.astype("Float64").mean()),
+        churn_rows=("churn_label", "count"),
+        churn_rate=("churn_label", lambda s: s.astype("Float64").mean()),
+    )
+    t = Table(title=f"training set: {len(table):,} rows, {table['customer_id'].nunique():,} customers, {table['cutoff'].nunique()} cutoffs")
+    t.add_column("stage at cutoff")
+    for col in ("rows", "customers", "convert rows", "convert rate", "churn rows", "churn rate"):
+        t.add_column(col, justify="right")
+    for stage, r in stats.iterrows():
+        def rate(x):
+            return "-" if pd.isna(x) else f"{x:.1%}"
+        t.add_row(str(stage), f"{r.rows:,}", f"{r.customers:,}", f"{r.convert_rows:,}", rate(r.convert_rate), f"{r.churn_rows:,}", rate(r.churn_rate))
+    out.print(t)
+
+
+@app.command("demo")
+@_friendly
+def demo_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write everything.")] = Path("demo-output"),
+    customers: Annotated[int, typer.Option("--customers", min=100)] = 20_000,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+    config: ConfigOpt = None,
+) -> None:
+    """The main job on simulated data: simulate, validate, check readiness, build the training set."""
+    from features.events import read_customers, read_events
+    from features.readiness import assess
+    from features.simulate import simulate
+
+    cfg = _config(config)
+    t0 = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task(f"simulating {customers:,} customers", total=None)
+        sim = simulate(customers, cfg, seed=seed, progress=lambda d, n: bar.update(task, completed=d, total=n))
+    paths = sim.write(out_dir / "sim")
+    out.print(f"[bold]1. simulated[/] {customers:,} customers, {len(sim.events):,} events -> {out_dir / 'sim'}", highlight=False)
+    # Read back through the real contract, as a user's data would be.
+    ev, summary = read_events(paths["events"], cfg, as_of=sim.end)
+    cust, _ = read_customers(paths["customers"], cfg)
+    out.print("[bold]2. validated[/]", highlight=False)
+    _print_summary(summary)
+    report = assess(ev, cfg, customers=cust, summary=summary, data_end=sim.end)
+    out.print("[bold]3. readiness[/] " + "; ".join(f"{t.target}: {t.verdict}" for t in report.targets), highlight=False)
+    table = _training_set(ev, cust, cfg, sim.end)
+    path = _write(table, str(out_dir / "training_set.parquet"))
+    out.print("[bold]4. training set[/]", highlight=False)
+    _print_training_summary(table, cfg)
+    out.print(f"training set -> {path}; truth (true probabilities) -> {paths['truth']}; done in {time.perf_counter() - t0:.0f} s", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv, prog_name="funnelcast")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])
