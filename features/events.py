@@ -202,23 +202,44 @@ def _parse_timestamps(raw: pd.Series, config: FunnelConfig, name: str, column: s
         has_zone = text.str.contains(_TZ_SUFFIX, na=False)
         parsed = pd.Series(pd.NaT, index=index, dtype="datetime64[ns, UTC]")
         if has_zone.any():
-            parsed[has_zone] = pd.to_datetime(text[has_zone], errors="coerce", utc=True, format="ISO8601")
+            parsed[has_zone] = _in_range(pd.to_datetime(text[has_zone], errors="coerce", utc=True, format="ISO8601"), raw, name, column)
         naive = ~has_zone & text.notna()
         if naive.any():
+            local = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
+            unparseable = pd.Series(False, index=index)
+            unparseable[naive] = local.isna()
+            if unparseable.any():
+                raise EventDataError(
+                    f"{name}: column {column!r} has {int(unparseable.sum()):,} unparseable timestamps: "
+                    f"{_rows(unparseable, raw)}. Expected ISO 8601 such as '2024-05-01T10:00:00Z'"
+                )
             if zone is None:
                 raise EventDataError(
                     f"{name}: column {column!r} has {int(naive.sum()):,} timestamps without a time zone "
                     f"({_rows(naive, raw)}) and the config declares no source_timezone; set source_timezone "
                     "(e.g. 'UTC') in the funnel config or write timestamps with an offset ('2024-05-01T10:00:00Z')"
                 )
-            local = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
-            parsed[naive] = local.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+            parsed[naive] = _in_range(
+                local.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC"), raw, name, column
+            )
         bad = parsed.isna()
     if bad.any():
         raise EventDataError(
             f"{name}: column {column!r} has {int(bad.sum()):,} missing or unparseable timestamps: {_rows(bad, raw)}. "
             "Expected ISO 8601 such as '2024-05-01T10:00:00Z' (times that do not exist or are ambiguous in "
             f"{zone or 'the source zone'} also land here)"
+        )
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def _in_range(parsed: pd.Series, raw: pd.Series, name: str, column: str) -> pd.Series:
+    """Refuse timestamps outside what nanosecond precision holds (years 1678 to 2261)."""
+    lo, hi = pd.Timestamp("1678-01-01", tz="UTC"), pd.Timestamp("2261-12-31", tz="UTC")
+    outside = pd.Series(False, index=raw.index)
+    outside[parsed.index] = ((parsed < lo) | (parsed > hi)).fillna(False).to_numpy()
+    if outside.any():
+        raise EventDataError(
+            f"{name}: column {column!r} has {int(outside.sum()):,} timestamps outside the years 1678-2261: {_rows(outside, raw)}"
         )
     return parsed.astype("datetime64[ns, UTC]")
 

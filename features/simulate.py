@@ -170,7 +170,7 @@ class _Model:
 
 
 def _day_factors(day: pd.Timestamp) -> tuple[float, float]:
-    return float(_season(day.dayofyear)), _holiday(day.month, day.day)
+    return float(_season(day.day_of_year)), _holiday(day.month, day.day)
 
 
 def exact_probabilities(
@@ -323,7 +323,7 @@ def simulate(
     # Arrivals: most of the population arrives in the first 85% of the period, seasonally.
     days = np.arange(int(n_days * 0.85))
     dates = start_ts + pd.to_timedelta(days, unit="D")
-    w = _season(dates.dayofyear.to_numpy()) * (1 + 0.5 * days / max(len(days), 1))
+    w = _season(dates.day_of_year.to_numpy()) * (1 + 0.5 * days / max(len(days), 1))
     arrival = np.sort(rng.choice(days, size=n, p=w / w.sum()))
     order = rng.permutation(n)  # ids unrelated to arrival order
     ids = np.array([f"c{i:07d}" for i in range(n)], dtype=object)[order.argsort()]

@@ -52,7 +52,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (EventDataError, ConfigError, UserError, ValueError, OSError) as exc:
             kind = "config" if isinstance(exc, ConfigError) else "input"
-            err.print(f"[bold red]funnelcast {fn.__name__.replace('_cmd', '').replace('_', '-')}: bad {kind}.[/] {exc}", highlight=False)
+            err.print(f"[bold red]funnelcast {fn.__name__.replace('_cmd', '').replace('_', '-')}: bad {kind}.[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper

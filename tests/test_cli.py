@@ -1,0 +1,132 @@
+"""The funnelcast command, run as a user runs it: a real subprocess of the installed console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+EXE = shutil.which("funnelcast", path=str(Path(sys.executable).parent)) or "funnelcast"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def simdir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sim")
+    r = run("simulate", "--customers", "400", "--seed", "3", "--out", str(out), "--start", "2024-01-01", "--end", "2024-12-01")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_simulate_writes_events_customers_and_truth(simdir):
+    for name in ("events", "customers", "truth"):
+        assert (simdir / f"{name}.parquet").exists()
+    ev = pd.read_parquet(simdir / "events.parquet")
+    assert ev["customer_id"].nunique() <= 400 and len(ev) > 1000
+
+
+def test_simulate_csv_on_request(tmp_path):
+    r = run("simulate", "--customers", "50", "--out", str(tmp_path), "--format", "csv", "--end", "2024-03-01", "--no-truth")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "events.csv").exists()
+    r = run("check", "--events", str(tmp_path / "events.csv"))
+    assert r.returncode == 0, r.stderr
+
+
+def test_check_reports_a_verdict_per_target(simdir):
+    r = run("check", "--events", str(simdir / "events.parquet"), "--customers", str(simdir / "customers.parquet"), "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    targets = report["readiness"]["targets"]
+    assert set(targets) == {
+        "convert:awareness->interest", "convert:interest->consideration",
+        "convert:consideration->purchase", "convert:purchase->loyalty", "churn",
+    }
+    assert all(isinstance(t["ready"], bool) and t["verdict"] for t in targets.values())
+    assert report["validation"]["rows_read"] == report["validation"]["rows_out"]
+    human = run("check", "--events", str(simdir / "events.parquet"))
+    assert "readiness per target" in human.stdout and "minimums" in human.stdout
+
+
+def test_check_says_not_ready_when_history_is_short(tmp_path):
+    r = run("simulate", "--customers", "200", "--out", str(tmp_path), "--end", "2024-03-15", "--no-truth")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(run("check", "--events", str(tmp_path / "events.parquet"), "--json").stdout)
+    churn = report["readiness"]["targets"]["churn"]
+    assert churn["ready"] is False and "history" in churn["verdict"]
+
+
+def test_features_one_row_per_customer(simdir, tmp_path):
+    out = tmp_path / "f.parquet"
+    r = run("features", "--events", str(simdir / "events.parquet"), "--customers", str(simdir / "customers.parquet"),
+            "--cutoff", "2024-07-01", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    f = pd.read_parquet(out)
+    assert f["customer_id"].is_unique
+    assert len(f) == 400  # every customer of the customers table
+    ev = pd.read_parquet(simdir / "events.parquet")
+    before = ev[ev["timestamp"] < pd.Timestamp("2024-07-01", tz="UTC")].groupby("customer_id").size()
+    got = f.set_index("customer_id")["count_events_all_time"]
+    pd.testing.assert_series_equal(got[before.index].astype(int), before.astype(int), check_names=False)
+
+
+def test_training_set_command(simdir, tmp_path):
+    out = tmp_path / "t.parquet"
+    r = run("training-set", "--events", str(simdir / "events.parquet"), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    t = pd.read_parquet(out)
+    assert {"convert_label", "churn_label", "stage", "cutoff"} <= set(t.columns)
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        ("customer_id,timestamp\n1,2024-01-01T00:00:00Z\n", "event_type"),
+        ("customer_id,timestamp,event_type\n1,yesterday,order\n", "unparseable"),
+        ("customer_id,timestamp,event_type\n1,2024-01-01 10:00,order\n", "source_timezone"),
+        ("customer_id,timestamp,event_type\n1,2024-01-01T00:00:00Z,teleport\n", "teleport"),
+        ("customer_id,timestamp,event_type,amount\n1,2024-01-01T00:00:00Z,order,-5\n", "negative"),
+        ("customer_id,timestamp,event_type\n,2024-01-01T00:00:00Z,order\n", "customer_id"),
+        ("customer_id,timestamp,event_type\n1,2199-01-01T00:00:00Z,order\n", "as-of"),
+        ("customer_id,timestamp,event_type\n1,2999-01-01T00:00:00Z,order\n", "outside the years"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_paragraph(tmp_path, content, expect):
+    path = tmp_path / "events.csv"
+    path.write_text(content)
+    for cmd in (["check", "--events", str(path)], ["features", "--events", str(path), "--cutoff", "2024-02-01", "--out", str(tmp_path / "o.parquet")]):
+        r = run(*cmd)
+        assert r.returncode == 2
+        assert expect in r.stderr
+        assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["check", "--events", "/nonexistent/events.parquet"], "no such file"),
+        (["check", "--events", "sqlite:///nowhere.db"], "names no table"),
+        (["features", "--events", "x.parquet", "--cutoff", "not-a-date", "--out", "o.parquet"], "not a date"),
+        (["check", "--events", "x.parquet", "--config", "/nonexistent.yaml"], "does not exist"),
+    ],
+)
+def test_bad_arguments_exit_nonzero_without_traceback(args, expect):
+    r = run(*args)
+    assert r.returncode == 2
+    assert expect in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_config_names_the_field(tmp_path, simdir):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("stages:\n  - name: a\n    event_types: [x]\n  - name: b\n    event_types: [x]\nchurn:\n  applies_from_stage: b\n")
+    r = run("check", "--events", str(simdir / "events.parquet"), "--config", str(cfg))
+    assert r.returncode == 2
+    assert "two stages" in r.stderr and "Traceback" not in r.stderr
