@@ -33,7 +33,8 @@ REQUIRED_EVENT_COLUMNS = ("customer_id", "timestamp", "event_type")
 OPTIONAL_EVENT_COLUMNS = ("channel", "amount", "properties")
 EVENT_COLUMNS = REQUIRED_EVENT_COLUMNS + OPTIONAL_EVENT_COLUMNS
 _SAMPLE = 5
-_TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$")
+# An offset only counts after a time of day: "2024-01-15" is a naive date, not "-15" hours.
+_TZ_SUFFIX = re.compile(r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
 
 
 class EventDataError(ValueError):
@@ -151,7 +152,7 @@ def _read_sql(source: SqlSource) -> pd.DataFrame:
                     raise EventDataError(f"{source}: the database has no table {source.table!r}")
                 return pd.read_sql_table(source.table, conn)
             return pd.read_sql_query(sa.text(source.query), conn)
-    except sa.exc.SQLAlchemyError as exc:
+    except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
         raise EventDataError(f"{source}: the database refused the read: {str(exc).splitlines()[0]}") from None
     finally:
         engine.dispose()
@@ -164,7 +165,9 @@ def _rows(mask: np.ndarray | pd.Series, values: pd.Series | None = None) -> str:
     idx = np.flatnonzero(np.asarray(mask))
     shown = []
     for i in idx[:_SAMPLE]:
-        shown.append(f"row {i + 1}" + (f": {values.iloc[i]!r}" if values is not None else ""))
+        value = values.iloc[i] if values is not None else None
+        value = value.item() if isinstance(value, np.generic) else value  # 'inf', not 'np.float64(inf)'
+        shown.append(f"row {i + 1}" + (f": {value!r}" if values is not None else ""))
     more = f" (and {len(idx) - _SAMPLE:,} more)" if len(idx) > _SAMPLE else ""
     return ", ".join(shown) + more
 
@@ -178,8 +181,13 @@ def _missing_columns(frame: pd.DataFrame, required: tuple[str, ...], name: str, 
         )
 
 
-def _parse_timestamps(raw: pd.Series, config: FunnelConfig, name: str, column: str = "timestamp") -> pd.Series:
-    """Parse to datetime64[ns, UTC]; naive values are local time in ``config.source_timezone``."""
+def _parse_timestamps(
+    raw: pd.Series, config: FunnelConfig, name: str, column: str = "timestamp", allow_null: bool = False
+) -> pd.Series:
+    """Parse to datetime64[ns, UTC]; naive values are local time in ``config.source_timezone``.
+
+    Nulls are errors unless ``allow_null`` (optional attribute columns), where they stay NaT.
+    """
     zone = config.source_timezone
     index = raw.index
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
@@ -208,7 +216,7 @@ def _parse_timestamps(raw: pd.Series, config: FunnelConfig, name: str, column: s
             local = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
             unparseable = pd.Series(False, index=index)
             unparseable[naive] = local.isna()
-            if unparseable.any():
+            if unparseable.any():  # before the zone check: an unparseable value is the first thing to fix
                 raise EventDataError(
                     f"{name}: column {column!r} has {int(unparseable.sum()):,} unparseable timestamps: "
                     f"{_rows(unparseable, raw)}. Expected ISO 8601 such as '2024-05-01T10:00:00Z'"
@@ -223,6 +231,8 @@ def _parse_timestamps(raw: pd.Series, config: FunnelConfig, name: str, column: s
                 local.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC"), raw, name, column
             )
         bad = parsed.isna()
+    if allow_null:
+        bad = bad & raw.notna()
     if bad.any():
         raise EventDataError(
             f"{name}: column {column!r} has {int(bad.sum()):,} missing or unparseable timestamps: {_rows(bad, raw)}. "
@@ -298,9 +308,7 @@ def validate_events(
         out["channel"] = pd.Series(pd.NA, index=raw.index, dtype="string")
     out["amount"] = _amounts(raw, source)
     if "properties" in raw.columns:
-        out["properties"] = raw["properties"].map(
-            lambda v: v if v is None or isinstance(v, str) or (isinstance(v, float) and np.isnan(v)) else json.dumps(v, sort_keys=True, default=str)
-        ).astype("string")
+        out["properties"] = raw["properties"].map(_properties_text).astype("string")
     else:
         out["properties"] = pd.Series(pd.NA, index=raw.index, dtype="string")
 
@@ -320,6 +328,15 @@ def validate_events(
     out = out.sort_values(["customer_id", "timestamp"], kind="stable").reset_index(drop=True)
     summary.rows_out = len(out)
     return out, summary
+
+
+def _properties_text(value: Any) -> Any:
+    """Free-form properties as JSON text; nulls stay null."""
+    if value is None or isinstance(value, str):
+        return value
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return pd.NA
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _amounts(raw: pd.DataFrame, source: str) -> pd.Series:
@@ -366,11 +383,7 @@ def validate_customers(raw: pd.DataFrame, config: FunnelConfig, source: str = "c
         if pd.api.types.is_datetime64_any_dtype(values.dtype) or (
             str(col).endswith(("_date", "_at")) and not pd.api.types.is_numeric_dtype(values.dtype)
         ):
-            present = values.notna()
-            parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
-            if present.any():
-                parsed[present] = _parse_timestamps(values[present], config, source, column=col)
-            out[col] = parsed
+            out[col] = _parse_timestamps(values, config, source, column=col, allow_null=True)
         elif pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_numeric_dtype(values.dtype):
             out[col] = values.astype("float64")
         else:

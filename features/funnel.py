@@ -219,6 +219,8 @@ def load_config(path: str | Path | None = None) -> FunnelConfig:
         raw = yaml.safe_load(source.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {str(source)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(source)!r} could not be read: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(source)!r} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

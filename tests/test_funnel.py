@@ -323,12 +323,6 @@ def test_invalid_config_in_a_yaml_file_names_the_file_and_field(tmp_path: Path, 
         load_config(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(IsADirectoryError, UnicodeDecodeError),
-    reason="BUG: load_config (features/funnel.py:218-223) catches only FileNotFoundError and yaml.YAMLError, so a "
-    "directory or a non-UTF-8 file passed as the config leaks IsADirectoryError / UnicodeDecodeError instead of ConfigError",
-)
 @pytest.mark.parametrize("kind", ["directory", "binary"])
 def test_unreadable_config_file_is_a_config_error(tmp_path: Path, kind: str) -> None:
     if kind == "directory":
