@@ -118,8 +118,9 @@ def _make_spec(config: FunnelConfig) -> FeatureSpec:
     trend = config.features.trend_days
 
     blocks: list[tuple[str, list[str]]] = [
-        ("type_counts", [f"count_{t}_{w}" for t in types for w in wl]),
-        ("group_counts", [f"count_{g}_{w}" for g in group_names for w in wl]),
+        # Window-major inside each block: the engine's count arrays are (customer, window, type).
+        ("type_counts", [f"count_{t}_{w}" for w in wl for t in types]),
+        ("group_counts", [f"count_{g}_{w}" for w in wl for g in group_names]),
         ("active_days", [f"active_days_{w}" for w in wl]),
         ("channel_counts", [f"count_channel_{c}_all_time" for c in channels]),
         ("direction_counts", [f"count_{d}_{w}" for d in ("inbound", "outbound") for w in wl]),
@@ -199,7 +200,7 @@ class EventArrays:
             universe = np.unique(ids)
         else:
             universe = np.unique(np.asarray(customer_ids, dtype=object))
-        codes = pd.Categorical(ids, categories=universe).codes.astype(np.int64)
+        codes = pd.Index(universe).get_indexer(ids).astype(np.int64)  # -1: not on the customer axis
         ts = _ns(events["timestamp"])
         etype = pd.Categorical(events["event_type"], categories=list(config.event_types)).codes.astype(np.int64)
         if (etype < 0).any():
@@ -282,14 +283,14 @@ def _fill(a: EventArrays, t: int, spec: FeatureSpec, out: np.ndarray) -> None:
     bucket = np.searchsorted(spec.windows, age_days, side="right")
     bucket[~valid] = b
 
-    # Windowed counts per event type, then per group as a product with the membership matrix.
-    raw = np.bincount((cust * k + et) * b1 + bucket, minlength=c * k * b1).reshape(c, k, b1)
-    type_counts = np.cumsum(raw[:, :, :b], axis=2)
-    out[:, lay["type_counts"]] = type_counts.reshape(c, k * b)
-    group_counts = np.einsum("ckb,kg->cgb", type_counts, spec.group_matrix)
-    out[:, lay["group_counts"]] = group_counts.reshape(c, -1)
-
+    # Windowed counts per event type as (customer, bucket, type); nesting the windows is a cumsum
+    # over buckets, and group counts are one matrix product with the membership matrix.
     cust_bucket = cust * b1 + bucket
+    raw = np.bincount(cust_bucket * k + et, minlength=c * b1 * k).reshape(c, b1, k)
+    type_counts = np.cumsum(raw[:, :b, :], axis=1, dtype=np.float64)
+    out[:, lay["type_counts"]] = type_counts.reshape(c, b * k)
+    out[:, lay["group_counts"]] = (type_counts.reshape(c * b, k) @ spec.group_matrix).reshape(c, -1)
+
     new_day = np.ones(len(ts), dtype=np.float64)
     if len(ts) > 1:
         new_day[1:] = (cust[1:] != cust[:-1]) | (age_days[1:] != age_days[:-1])
@@ -311,7 +312,7 @@ def _fill(a: EventArrays, t: int, spec: FeatureSpec, out: np.ndarray) -> None:
     out[:, lay["spend"]] = _nested(np.bincount(cust_bucket, weights=amount, minlength=c * b1), c, b1, b)
 
     # Recency and tenure from segment ends: the visible events are a prefix of each customer's segment.
-    n_visible = type_counts[:, :, -1].sum(axis=1)
+    n_visible = type_counts[:, -1, :].sum(axis=1).astype(np.int64)
     has = n_visible > 0
     first_idx = a.starts[:-1]
     last_idx = first_idx + n_visible - 1
@@ -397,11 +398,12 @@ def _purchase_stats(pc: np.ndarray, pt: np.ndarray, pa: np.ndarray, c: int, t: i
         gc = pc[1:][same]
         n = np.bincount(gc, minlength=c)
         sums = np.bincount(gc, weights=gaps, minlength=c)
-        squares = np.bincount(gc, weights=gaps * gaps, minlength=c)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / n
+            # Two passes (deviations from each customer's mean): exact where sum-of-squares cancels.
+            spread = np.bincount(gc, weights=(gaps - mean[gc]) ** 2, minlength=c)
             res[:, 3] = mean
-            res[:, 4] = np.sqrt(np.maximum(squares / n - mean * mean, 0.0))
+            res[:, 4] = np.sqrt(spread / n)
         last = np.r_[gc[1:] != gc[:-1], True]
         res[gc[last], 5] = gaps[last]
     return res

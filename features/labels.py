@@ -35,8 +35,15 @@ def compute_labels(a: EventArrays, t: int, spec: FeatureSpec, features: np.ndarr
     cfg = spec.config
     col = {name: i for i, name in enumerate(spec.columns)}
     stage = features[:, col["current_stage"]]
-    since_activity = features[:, col["days_since_last_activity"]]
     c = a.n_customers
+    # Activity windows are compared in integer nanoseconds: float days cannot tell 180 d from 180 d + 1 ns.
+    visible_activity = spec.type_activity[a.event_type] & (a.ts < t)
+    last_activity = np.full(c, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(last_activity, a.customer[visible_activity], a.ts[visible_activity])
+
+    def active_within(days: int) -> np.ndarray:
+        return last_activity >= t - days * DAY_NS
+
     n_stages = spec.n_stages
 
     h_conv = cfg.conversion.horizon_days
@@ -44,7 +51,7 @@ def compute_labels(a: EventArrays, t: int, spec: FeatureSpec, features: np.ndarr
     furthest = np.full(c, -1, dtype=np.int64)
     np.maximum.at(furthest, a.customer[win], spec.type_stage[a.event_type[win]])
     with np.errstate(invalid="ignore"):
-        convert_eligible = (stage >= 0) & (stage < n_stages - 1) & (since_activity <= cfg.conversion.active_within_days)
+        convert_eligible = (stage >= 0) & (stage < n_stages - 1) & active_within(cfg.conversion.active_within_days)
     convert = (furthest > np.nan_to_num(stage, nan=n_stages)).astype(np.int8)
 
     h_churn = cfg.churn.horizon_days
@@ -53,7 +60,7 @@ def compute_labels(a: EventArrays, t: int, spec: FeatureSpec, features: np.ndarr
         at_churn_stage = stage >= cfg.churn_stage_index
     if cfg.churn.definition == "inactivity":
         with np.errstate(invalid="ignore"):
-            churn_eligible = at_churn_stage & (since_activity <= h_churn)
+            churn_eligible = at_churn_stage & active_within(h_churn)
         active = spec.type_activity[a.event_type] & win
         churn = (np.bincount(a.customer[active], minlength=c) == 0).astype(np.int8)
     else:

@@ -25,7 +25,8 @@ def snapshot_cutoffs(data_start: Any, data_end: Any, config: FunnelConfig) -> li
     end = pd.Timestamp(data_end)
     end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
     anchor = pd.Timestamp(snap.anchor_date, tz="UTC")
-    k0 = int(np.ceil((start - anchor) / pd.Timedelta(days=snap.every_days)))
+    every_ns = snap.every_days * DAY_NS
+    k0 = -(-(start - anchor).value // every_ns)  # ceiling division in integer nanoseconds
     out = []
     k = k0
     while (c := anchor + pd.Timedelta(days=k * snap.every_days)) < end:

