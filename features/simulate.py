@@ -371,10 +371,10 @@ def simulate(
         new = np.arange(first_arrival[d], first_arrival[d + 1])
         if len(new):
             stage[new] = 0
-            ev_c.append(new)
-            ev_d.append(np.full(len(new), d))
-            ev_t.append(acq_first[new])
-            ev_ch.append(np.where(fixed[acq_first[new]] >= 0, fixed[acq_first[new]], acq_channel[new]))
+            ev_c.append(new.astype(np.int32))
+            ev_d.append(np.full(len(new), d, dtype=np.int16))
+            ev_t.append(acq_first[new].astype(np.int8))
+            ev_ch.append(np.where(fixed[acq_first[new]] >= 0, fixed[acq_first[new]], acq_channel[new]).astype(np.int8))
         act = np.flatnonzero(alive & (stage >= 0) & (arrival < d))
         if len(act) == 0:
             continue
@@ -430,10 +430,11 @@ def simulate(
         rows = np.concatenate([rows, cancel])
         etype = np.concatenate([etype, np.full(len(cancel), model.code["subscription_cancelled"])])
         chan = np.concatenate([chan, fixed[np.full(len(cancel), model.code["subscription_cancelled"])]])
-        ev_c.append(act[rows])
-        ev_d.append(np.full(len(rows), d))
-        ev_t.append(etype)
-        ev_ch.append(chan)
+        # Compact buffers: ~50M events for 1M customers must fit comfortably in memory.
+        ev_c.append(act[rows].astype(np.int32))
+        ev_d.append(np.full(len(rows), d, dtype=np.int16))
+        ev_t.append(etype.astype(np.int8))
+        ev_ch.append(chan.astype(np.int8))
 
         stage[act] = new_stage
         z[act] = z_new
@@ -444,10 +445,11 @@ def simulate(
         if progress is not None:
             progress(d + 1, n_days)
 
-    cust = np.concatenate(ev_c)
-    day = np.concatenate(ev_d)
-    etype = np.concatenate(ev_t)
-    chan = np.concatenate(ev_ch)
+    cust = np.concatenate(ev_c).astype(np.int64)
+    day = np.concatenate(ev_d).astype(np.int64)
+    etype = np.concatenate(ev_t).astype(np.int64)
+    chan = np.concatenate(ev_ch).astype(np.int64)
+    del ev_c, ev_d, ev_t, ev_ch
     # Times within the day: uniform, except that the day's events keep a plausible order (the
     # acquisition event first, an opened email after its send, a cancellation last).
     frac = rng.random(len(cust))
@@ -456,10 +458,13 @@ def simulate(
     amount = np.full(len(cust), np.nan)
     is_purchase = purchase_mask[etype]
     amount[is_purchase] = np.round(np.exp(rng.normal(np.log(traits.value[cust[is_purchase]]), 0.4)), 2)
-    order = np.lexsort((ts, cust))
+    sorted_ids = np.sort(ids)
+    id_rank = np.searchsorted(sorted_ids, ids)
+    order = np.lexsort((ts, id_rank[cust]))  # sorted by customer_id then time, like validated events
     events = pd.DataFrame(
         {
-            "customer_id": pd.array(ids[cust[order]], dtype="string"),
+            # Dictionary-encoded: one string per customer, not per event (Parquet keeps the dictionary).
+            "customer_id": pd.Categorical.from_codes(id_rank[cust[order]], categories=pd.Index(sorted_ids, dtype="string")),
             "timestamp": pd.to_datetime(ts[order], utc=True),
             "event_type": pd.Categorical.from_codes(etype[order], categories=list(types)),
             "channel": pd.Categorical.from_codes(chan[order], categories=ch_names),

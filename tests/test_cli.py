@@ -73,6 +73,7 @@ def test_features_one_row_per_customer(simdir, tmp_path):
     assert f["customer_id"].is_unique
     assert len(f) == 400  # every customer of the customers table
     ev = pd.read_parquet(simdir / "events.parquet")
+    ev["customer_id"] = ev["customer_id"].astype("string")
     before = ev[ev["timestamp"] < pd.Timestamp("2024-07-01", tz="UTC")].groupby("customer_id").size()
     got = f.set_index("customer_id")["count_events_all_time"]
     pd.testing.assert_series_equal(got[before.index].astype(int), before.astype(int), check_names=False)
