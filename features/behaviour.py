@@ -29,7 +29,7 @@ from features.funnel import FunnelConfig
 DAY_NS = 86_400 * 10**9
 _NEVER_LATE = np.iinfo(np.int64).min
 _NEVER_EARLY = np.iinfo(np.int64).max
-CHUNK_CUSTOMERS = 32_768
+CHUNK_CUSTOMERS = 4_096  # (bucket, customer, type) counts of a chunk stay cache-sized
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +50,16 @@ class FeatureSpec:
     channel_outbound: np.ndarray
     columns: tuple[str, ...]
     layout: dict[str, slice]
+    # Age buckets: every window edge plus the trend edges; window_rows picks the nested windows.
+    edges: np.ndarray  # (E,) int64 days, ascending
+    window_rows: np.ndarray  # (W+1,) rows of the cumulated buckets that are the windows, then all time
+    trend_rows: tuple[int, int]  # rows holding "age < trend" and "age < 2 * trend"
+    # First/last timestamps per group are reductions over per-type columns (column K: never seen).
+    last_columns: np.ndarray
+    last_offsets: np.ndarray  # stages, then markers
+    first_columns: np.ndarray
+    first_offsets: np.ndarray  # stages
+    direction_matrix: np.ndarray  # (Ch+1, 2): inbound, outbound
 
     @property
     def n_types(self) -> int:
@@ -153,6 +163,22 @@ def _make_spec(config: FunnelConfig) -> FeatureSpec:
         seen: set[str] = set()
         clash = sorted({c for c in columns if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
         raise ValueError(f"the funnel config yields clashing feature names {clash}; rename the groups or event types")
+    trend_edges = {config.features.trend_days, 2 * config.features.trend_days}
+    edges = np.array(sorted(set(windows.tolist()) | trend_edges), dtype=np.int64)
+    window_rows = np.array([int(np.searchsorted(edges, w)) for w in windows] + [len(edges)])
+    trend_rows = (int(np.searchsorted(edges, trend)), int(np.searchsorted(edges, 2 * trend)))
+
+    def gather(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        cols: list[int] = []
+        offsets = []
+        for member in groups:
+            offsets.append(len(cols))
+            cols += np.flatnonzero(member).tolist() or [k]
+        return np.array(cols, dtype=np.intp), np.array(offsets, dtype=np.intp)
+
+    by_stage = [type_stage == i for i in range(len(stages))]
+    last_columns, last_offsets = gather(by_stage + list(marker_masks))
+    first_columns, first_offsets = gather(by_stage)
     return FeatureSpec(
         config=config,
         windows=windows,
@@ -168,6 +194,14 @@ def _make_spec(config: FunnelConfig) -> FeatureSpec:
         channel_outbound=outbound,
         columns=tuple(columns),
         layout=layout,
+        edges=edges,
+        window_rows=window_rows,
+        trend_rows=trend_rows,
+        last_columns=last_columns,
+        last_offsets=last_offsets,
+        first_columns=first_columns,
+        first_offsets=first_offsets,
+        direction_matrix=np.stack([inbound, outbound], axis=1).astype(np.float64),
     )
 
 
@@ -269,102 +303,109 @@ def compute_features(arrays: EventArrays, cutoff: int, spec: FeatureSpec, chunk:
 
 
 def _fill(a: EventArrays, t: int, spec: FeatureSpec, out: np.ndarray) -> None:
-    """Fill ``out`` (C × F) for the customers of ``a`` at cutoff ``t``."""
+    """Fill ``out`` (C × F) for the customers of ``a`` at cutoff ``t``.
+
+    Keys are bucket-major — ``(bucket * C + customer) * K + type`` — so one ``bincount`` gives every
+    (age bucket, customer, type) count and nesting the windows is a few whole-block additions.
+    """
     lay = spec.layout
-    c = a.n_customers
-    k = spec.n_types
-    n_windows = len(spec.windows)
-    b = n_windows + 1  # window buckets plus all-time
-    b1 = b + 1  # plus a bucket for events at or after the cutoff
+    c, k = a.n_customers, spec.n_types
+    n_buckets = len(spec.edges) + 1  # age buckets plus "older than every edge"; one more for the future
+    rows = spec.window_rows
+    b = len(rows)
     cust, ts, et = a.customer, a.ts, a.event_type
+    n = len(ts)
 
     valid = ts < t
     age_days = (t - 1 - ts) // DAY_NS  # whole days before the cutoff; window w holds age_days < w
-    bucket = np.searchsorted(spec.windows, age_days, side="right")
-    bucket[~valid] = b
+    bucket = np.searchsorted(spec.edges, age_days, side="right")
+    bucket[~valid] = n_buckets  # at or after the cutoff: counted in a block that is dropped
+    bucket_cust = bucket * c + cust
 
-    # Windowed counts per event type as (customer, bucket, type); nesting the windows is a cumsum
-    # over buckets, and group counts are one matrix product with the membership matrix.
-    cust_bucket = cust * b1 + bucket
-    raw = np.bincount(cust_bucket * k + et, minlength=c * b1 * k).reshape(c, b1, k)
-    type_counts = np.cumsum(raw[:, :b, :], axis=1, dtype=np.float64)
-    out[:, lay["type_counts"]] = type_counts.reshape(c, b * k)
-    out[:, lay["group_counts"]] = (type_counts.reshape(c * b, k) @ spec.group_matrix).reshape(c, -1)
+    # Counts per (bucket, customer, type); after the running sum, block i counts age_days < edges[i].
+    counts = np.bincount(bucket_cust * k + et, minlength=(n_buckets + 1) * c * k)[: n_buckets * c * k]
+    counts = counts.reshape(n_buckets, c, k)
+    for i in range(1, n_buckets):
+        counts[i] += counts[i - 1]
+    out[:, lay["type_counts"]].reshape(c, b, k)[...] = counts[rows].transpose(1, 0, 2)
+    n_groups = spec.group_matrix.shape[1]
+    groups = (counts.reshape(n_buckets * c, k) @ spec.group_matrix).reshape(n_buckets, c, n_groups)
+    out[:, lay["group_counts"]].reshape(c, b, n_groups)[...] = groups[rows].transpose(1, 0, 2)
 
-    new_day = np.ones(len(ts), dtype=np.float64)
-    if len(ts) > 1:
-        new_day[1:] = (cust[1:] != cust[:-1]) | (age_days[1:] != age_days[:-1])
-    out[:, lay["active_days"]] = _nested(np.bincount(cust_bucket, weights=new_day, minlength=c * b1), c, b1, b)
+    new_day = np.empty(n, dtype=bool)
+    if n:
+        new_day[0] = True
+        np.not_equal(cust[1:], cust[:-1], out=new_day[1:])
+        new_day[1:] |= age_days[1:] != age_days[:-1]
+    days = np.bincount(bucket_cust[new_day], minlength=(n_buckets + 1) * c)[: n_buckets * c].reshape(n_buckets, c)
+    for i in range(1, n_buckets):
+        days[i] += days[i - 1]
+    out[:, lay["active_days"]] = days[rows].T
 
     n_ch = spec.n_channels
-    raw_ch = np.bincount((cust * n_ch + a.channel) * b1 + bucket, minlength=c * n_ch * b1).reshape(c, n_ch, b1)
-    ch_counts = np.cumsum(raw_ch[:, :, :b], axis=2)
-    out[:, lay["channel_counts"]] = ch_counts[:, :-1, -1]
-    inbound = ch_counts[:, spec.channel_inbound, :].sum(axis=1)
-    outbound = ch_counts[:, spec.channel_outbound, :].sum(axis=1)
-    out[:, lay["direction_counts"]] = np.concatenate([inbound, outbound], axis=1)
-    directed = inbound[:, -1] + outbound[:, -1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[:, lay["inbound_share"]] = (inbound[:, -1] / directed)[:, None]
+    channels = np.bincount(bucket_cust * n_ch + a.channel, minlength=(n_buckets + 1) * c * n_ch)[: n_buckets * c * n_ch]
+    channels = channels.reshape(n_buckets, c, n_ch)
+    for i in range(1, n_buckets):
+        channels[i] += channels[i - 1]
+    out[:, lay["channel_counts"]] = channels[-1, :, :-1]
+    direction = (channels[rows].reshape(b * c, n_ch) @ spec.direction_matrix).reshape(b, c, 2)
+    out[:, lay["direction_counts"]].reshape(c, 2, b)[...] = direction.transpose(1, 2, 0)
+    inbound, directed = direction[-1, :, 0], direction[-1, :, 0] + direction[-1, :, 1]
+    out[:, lay["inbound_share"]] = np.divide(inbound, directed, out=np.full(c, np.nan), where=directed > 0)[:, None]
 
-    purchase = spec.type_purchase[et] & valid
-    amount = np.where(purchase, np.nan_to_num(a.amount), 0.0)
-    out[:, lay["spend"]] = _nested(np.bincount(cust_bucket, weights=amount, minlength=c * b1), c, b1, b)
+    # Spend: purchase events only, nested over the configured windows.
+    purchase = np.flatnonzero(spec.type_purchase[et] & valid)
+    amount = a.amount[purchase]
+    window = np.searchsorted(spec.windows, age_days[purchase], side="right")
+    spend = np.bincount(window * c + cust[purchase], weights=np.where(np.isnan(amount), 0.0, amount), minlength=b * c)
+    spend = spend.reshape(b, c)
+    for i in range(1, b):
+        spend[i] += spend[i - 1]
+    out[:, lay["spend"]] = spend.T
 
-    # Recency and tenure from segment ends: the visible events are a prefix of each customer's segment.
-    n_visible = type_counts[:, -1, :].sum(axis=1).astype(np.int64)
-    has = n_visible > 0
-    first_idx = a.starts[:-1]
-    last_idx = first_idx + n_visible - 1
-    safe_ts = ts if len(ts) else np.zeros(1, dtype=np.int64)
-    last_ts = np.where(has, safe_ts[np.clip(last_idx, 0, max(len(ts) - 1, 0))], _NEVER_LATE)
-    first_ts = np.where(has, safe_ts[np.clip(first_idx, 0, max(len(ts) - 1, 0))], _NEVER_EARLY)
-    out[:, lay["recency"]] = np.stack([_days_since(t, last_ts), _days_since(t, first_ts)], axis=1)
+    # First and last visible timestamp per (customer, type); stages and groups reduce over their types.
+    key = (cust * (k + 1) + et)[valid]
+    visible_ts = ts[valid]
+    last = np.full(c * (k + 1), _NEVER_LATE, dtype=np.int64)
+    np.maximum.at(last, key, visible_ts)
+    first = np.full(c * (k + 1), _NEVER_EARLY, dtype=np.int64)
+    np.minimum.at(first, key, visible_ts)
+    group_last = np.maximum.reduceat(last.reshape(c, k + 1)[:, spec.last_columns], spec.last_offsets, axis=1)
+    stage_first = np.minimum.reduceat(first.reshape(c, k + 1)[:, spec.first_columns], spec.first_offsets, axis=1)
 
-    # Stage evidence: first and last event of each stage before the cutoff.
-    s = spec.n_stages
-    stage = spec.type_stage[et]
-    m = valid & (stage >= 0)
-    keys = cust[m] * s + stage[m]
-    stage_last = np.full(c * s, _NEVER_LATE, dtype=np.int64)
-    np.maximum.at(stage_last, keys, ts[m])
-    stage_first = np.full(c * s, _NEVER_EARLY, dtype=np.int64)
-    np.minimum.at(stage_first, keys, ts[m])
-    stage_last = stage_last.reshape(c, s)
-    out[:, lay["stage_recency"]] = _days_since(t, stage_last)
     # A stage is reached when it or any later stage is first evidenced.
-    reached = np.minimum.accumulate(stage_first.reshape(c, s)[:, ::-1], axis=1)[:, ::-1]
-    n_reached = (reached < _NEVER_EARLY).sum(axis=1)
-    current = n_reached - 1
-    reached_current = reached[np.arange(c), np.maximum(current, 0)]
-    out[:, lay["stage"]] = np.stack(
-        [np.where(current >= 0, current, np.nan), np.where(current >= 0, _days_since(t, reached_current), np.nan)], axis=1
-    )
-    with np.errstate(invalid="ignore"):
-        to_stage = (reached[:, 1:] - first_ts[:, None]) / DAY_NS
-    out[:, lay["time_to_stage"]] = np.where(reached[:, 1:] < _NEVER_EARLY, to_stage, np.nan)
+    reached = np.minimum.accumulate(stage_first[:, ::-1], axis=1)[:, ::-1]
+    current = (reached < _NEVER_EARLY).sum(axis=1) - 1
+    n_visible = counts[-1].sum(axis=1)
+    has = n_visible > 0
+    safe_ts = ts if n else np.zeros(1, dtype=np.int64)
+    first_idx = a.starts[:-1]
+    s = spec.n_stages
+    stamps = np.empty((c, 3 + group_last.shape[1]), dtype=np.int64)
+    stamps[:, 0] = np.where(has, safe_ts[np.where(has, first_idx + n_visible - 1, 0)], _NEVER_LATE)
+    stamps[:, 1] = first_ts = np.where(has, safe_ts[np.where(has, first_idx, 0)], _NEVER_EARLY)
+    stamps[:, 2] = np.where(current >= 0, reached[np.arange(c), np.maximum(current, 0)], _NEVER_EARLY)
+    stamps[:, 3:] = group_last
+    since = _days_since(t, stamps)
+    out[:, lay["recency"]] = since[:, :2]
+    out[:, lay["stage_recency"]] = since[:, 3 : 3 + s]
+    out[:, lay["marker_recency"]] = since[:, 3 + s :]
+    stage_cols = out[:, lay["stage"]]
+    stage_cols[:, 0] = np.where(current >= 0, current, np.nan)
+    stage_cols[:, 1] = since[:, 2]
+    later = reached[:, 1:]
+    out[:, lay["time_to_stage"]] = np.where(later < _NEVER_EARLY, (later - first_ts[:, None]) / DAY_NS, np.nan)
 
-    markers = np.empty((c, len(spec.marker_masks)), dtype=np.float64)
-    for j, member in enumerate(spec.marker_masks):
-        mm = valid & member[et]
-        last = np.full(c, _NEVER_LATE, dtype=np.int64)
-        np.maximum.at(last, cust[mm], ts[mm])
-        markers[:, j] = _days_since(t, last)
-    out[:, lay["marker_recency"]] = markers
-
-    trend_days = spec.config.features.trend_days
-    act = valid & spec.type_activity[et]
-    recent = np.bincount(cust, weights=act & (age_days < trend_days), minlength=c)
-    previous = np.bincount(cust, weights=act & (age_days >= trend_days) & (age_days < 2 * trend_days), minlength=c)
+    activity = spec.group_names.index("activity")
+    recent = groups[spec.trend_rows[0], :, activity]
+    previous = groups[spec.trend_rows[1], :, activity] - recent
     total = recent + previous
-    trend = np.divide(recent - previous, total, out=np.zeros(c), where=total > 0)
-    out[:, lay["trend"]] = np.stack([recent, previous, trend], axis=1)
+    trend_cols = out[:, lay["trend"]]
+    trend_cols[:, 0] = recent
+    trend_cols[:, 1] = previous
+    trend_cols[:, 2] = np.divide(recent - previous, total, out=np.zeros(c), where=total > 0)
 
-    out[:, lay["purchases"]] = _purchase_stats(cust[purchase], ts[purchase], a.amount[purchase], c, t)
-
-
-def _nested(flat_counts: np.ndarray, c: int, b1: int, b: int) -> np.ndarray:
-    return np.cumsum(flat_counts.reshape(c, b1)[:, :b], axis=1)
+    out[:, lay["purchases"]] = _purchase_stats(cust[purchase], ts[purchase], amount, c, t)
 
 
 def _days_since(t: int, ts: np.ndarray) -> np.ndarray:
@@ -374,10 +415,43 @@ def _days_since(t: int, ts: np.ndarray) -> np.ndarray:
 
 
 def _purchase_stats(pc: np.ndarray, pt: np.ndarray, pa: np.ndarray, c: int, t: int) -> np.ndarray:
-    """First-purchase recency, order value and inter-purchase gap statistics, per customer."""
+    """First-purchase recency, order value and inter-purchase gap statistics, per customer.
+
+    ``pc``/``pt``/``pa``: customer codes, timestamps and amounts of the visible purchases, in
+    (customer, time) order. Called once per request in serving, so it avoids costly helpers.
+    """
     res = np.full((c, 6), np.nan)
-    if len(pc) == 0:
+    m = len(pc)
+    if m == 0:
         return res
+    boundary = np.empty(m, dtype=bool)  # first purchase of each customer
+    boundary[0] = True
+    np.not_equal(pc[1:], pc[:-1], out=boundary[1:])
+    firsts = np.flatnonzero(boundary)
+    res[pc[firsts], 0] = (t - pt[firsts]) / DAY_NS
+    has_amount = ~np.isnan(pa)
+    n_amount = np.bincount(pc, weights=has_amount, minlength=c)
+    total = np.bincount(pc, weights=np.where(has_amount, pa, 0.0), minlength=c)
+    np.divide(total, n_amount, out=res[:, 1], where=n_amount > 0)
+    biggest = np.full(c, -np.inf)
+    np.maximum.at(biggest, pc[has_amount], pa[has_amount])
+    res[:, 2] = np.where(biggest > -np.inf, biggest, np.nan)
+
+    same = ~boundary[1:]
+    gaps = ((pt[1:] - pt[:-1]) / DAY_NS)[same]
+    if len(gaps):
+        gc = pc[1:][same]
+        n = np.bincount(gc, minlength=c)
+        has_gap = n > 0
+        mean = np.divide(np.bincount(gc, weights=gaps, minlength=c), n, out=res[:, 3], where=has_gap)
+        # Two passes (deviations from each customer's mean): exact where a sum of squares cancels.
+        spread = np.bincount(gc, weights=(gaps - mean[gc]) ** 2, minlength=c)
+        np.sqrt(np.divide(spread, n, out=res[:, 4], where=has_gap), out=res[:, 4], where=has_gap)
+        last = np.empty(len(gc), dtype=bool)  # last gap of each customer
+        last[-1] = True
+        np.not_equal(gc[1:], gc[:-1], out=last[:-1])
+        res[gc[last], 5] = gaps[last]
+    return res
     boundary = np.empty(len(pc), dtype=bool)
     boundary[0] = True
     boundary[1:] = pc[1:] != pc[:-1]
