@@ -79,35 +79,39 @@ TOUCH = ROLES.index("touch")
 TOUCH_TYPES = ("email_sent", "outbound_call")  # a day with one nudges intent upward
 
 
+# Daily emission rates: (role, stages, {event type: rate per unit of the role's multiplier}).
+RATES: tuple[tuple[str, tuple[int, ...], dict[str, float]], ...] = (
+    ("browse", (0,), {"ad_click": 0.02, "search_visit": 0.03, "social_visit": 0.02, "blog_view": 0.03}),
+    ("browse", (1,), {"blog_view": 0.04, "search_visit": 0.02, "content_download": 0.03, "inquiry": 0.01, "form_fill": 0.01}),
+    ("browse", (2,), {"blog_view": 0.03, "pricing_view": 0.04, "product_comparison": 0.02, "review_read": 0.03,
+                      "cart_add": 0.01, "search_visit": 0.02}),
+    ("browse", (3, 4), {"blog_view": 0.025, "search_visit": 0.015, "review_read": 0.01, "pricing_view": 0.01, "social_visit": 0.01}),
+    ("advance", (0,), {"newsletter_signup": 0.006, "form_fill": 0.003, "content_download": 0.003, "inquiry": 0.002,
+                       "pricing_view": 0.0008, "order": 0.0002}),
+    ("advance", (1,), {"pricing_view": 0.006, "product_comparison": 0.003, "demo_request": 0.003, "trial_request": 0.002,
+                       "review_read": 0.002, "order": 0.0005}),
+    ("advance", (2,), {"order": 0.011}),
+    ("advance", (3,), {"repeat_order": 0.006, "referral": 0.001, "review_written": 0.001, "loyalty_join": 0.0015}),
+    ("repeat", (4,), {"repeat_order": 0.012, "referral": 0.0015, "review_written": 0.001}),
+    ("support", (2, 3, 4), {"support_ticket": 1.0, "support_call": 0.35}),
+    ("touch", (1, 3, 4), {"email_sent": 0.08}),
+    ("touch", (2,), {"email_sent": 0.08, "outbound_call": 0.02}),
+    ("open", (1, 2, 3, 4), {"email_opened": 0.08}),
+    ("impression", (0, 1, 2), {"ad_impression": 0.12}),
+)
+EMITTED_TYPES = frozenset(
+    {t for _, _, rates in RATES for t in rates} | set(FIXED_CHANNEL) | {first for _, first in ACQ_EFFECT.values()}
+)
+
+
 def _role_tables(types: tuple[str, ...]) -> np.ndarray:
     """base[role, stage, type]: daily rate of each type per unit of the role's multiplier."""
-    k = {t: i for i, t in enumerate(types)}
+    code = {t: i for i, t in enumerate(types)}
     base = np.zeros((len(ROLES), len(STAGES), len(types)))
-
-    def put(role: str, stage: int, rates: dict[str, float]) -> None:
-        for t, r in rates.items():
-            base[ROLES.index(role), stage, k[t]] = r
-
-    aware = {"ad_click": 0.02, "search_visit": 0.03, "social_visit": 0.02, "blog_view": 0.03}
-    put("browse", 0, aware)
-    put("browse", 1, {"blog_view": 0.04, "search_visit": 0.02, "content_download": 0.03, "inquiry": 0.01, "form_fill": 0.01})
-    put("browse", 2, {"blog_view": 0.03, "pricing_view": 0.04, "product_comparison": 0.02, "review_read": 0.03, "cart_add": 0.01, "search_visit": 0.02})
-    for s in (3, 4):
-        put("browse", s, {"blog_view": 0.025, "search_visit": 0.015, "review_read": 0.01, "pricing_view": 0.01, "social_visit": 0.01})
-    put("advance", 0, {"newsletter_signup": 0.006, "form_fill": 0.003, "content_download": 0.003, "inquiry": 0.002, "pricing_view": 0.0008, "order": 0.0002})
-    put("advance", 1, {"pricing_view": 0.006, "product_comparison": 0.003, "demo_request": 0.003, "trial_request": 0.002, "review_read": 0.002, "order": 0.0005})
-    put("advance", 2, {"order": 0.011})
-    put("advance", 3, {"repeat_order": 0.006, "referral": 0.001, "review_written": 0.001, "loyalty_join": 0.0015})
-    put("repeat", 4, {"repeat_order": 0.012, "referral": 0.0015, "review_written": 0.001})
-    for s in (2, 3, 4):
-        put("support", s, {"support_ticket": 1.0, "support_call": 0.35})
-    for s in (1, 2, 3, 4):
-        put("touch", s, {"email_sent": 0.08})
-    put("touch", 2, {"email_sent": 0.08, "outbound_call": 0.02})
-    for s in (1, 2, 3, 4):
-        put("open", s, {"email_opened": 0.08})
-    for s in (0, 1, 2):
-        put("impression", s, {"ad_impression": 0.12})
+    for role, stages, rates in RATES:
+        for stage in stages:
+            for t, rate in rates.items():
+                base[ROLES.index(role), stage, code[t]] = rate
     return base
 
 
@@ -284,9 +288,7 @@ def simulate(
 ) -> Simulation:
     """Simulate ``n_customers`` journeys over days [start, end) (UTC), with exact truth at the config's cutoffs."""
     types = config.event_types
-    needed = {t for tbl in (ACQ_EFFECT.values(),) for _, t in tbl} | set(FIXED_CHANNEL)
-    needed |= {"newsletter_signup", "order", "repeat_order", "pricing_view", "loyalty_join"}
-    absent = sorted(needed - set(types))
+    absent = sorted(EMITTED_TYPES - set(types))
     if absent or config.stage_names != STAGES:
         raise ValueError(
             "the simulator speaks the default five-stage funnel; the config lacks "
@@ -356,7 +358,7 @@ def simulate(
     cum_base = np.cumsum(model.base, axis=2)  # (R, S, K) for picking the type within a role
     role_total = cum_base[:, :, -1]
 
-    ev_c, ev_d, ev_t, ev_ch = [], [], [], []
+    ev_c, ev_d, ev_t, ev_ch, ev_f = [], [], [], [], []  # customer, day, type, channel, time of day
     first_arrival = np.searchsorted(arrival, np.arange(n_days + 1))
     for d in range(n_days):
         day = start_ts + pd.Timedelta(days=d)
@@ -375,6 +377,7 @@ def simulate(
             ev_d.append(np.full(len(new), d, dtype=np.int16))
             ev_t.append(acq_first[new].astype(np.int8))
             ev_ch.append(np.where(fixed[acq_first[new]] >= 0, fixed[acq_first[new]], acq_channel[new]).astype(np.int8))
+            ev_f.append(rng.random(len(new)).astype(np.float32))
         act = np.flatnonzero(alive & (stage >= 0) & (arrival < d))
         if len(act) == 0:
             continue
@@ -401,14 +404,17 @@ def simulate(
         touched[rows[(roles == TOUCH)]] = True
         first_purchase = (s < 3) & (reached >= 3)
         new_stage = np.maximum(s, reached)
-        # An opened email comes with the email that was sent.
+        # Times of day in [0, 0.998): an opened email comes with the email that was sent earlier that day.
+        frac = rng.random(len(rows)) * 0.998
         opened = etype == model.code["email_opened"]
         rows = np.concatenate([rows, rows[opened]])
         etype = np.concatenate([etype, np.full(int(opened.sum()), model.code["email_sent"])])
+        frac = np.concatenate([frac, frac[opened] * rng.random(int(opened.sum()))])
         # Loyalty offers go out on schedule.
         offered = np.flatnonzero(offer_day[act] == d)
         rows = np.concatenate([rows, offered])
         etype = np.concatenate([etype, np.full(len(offered), model.code["loyalty_offer"])])
+        frac = np.concatenate([frac, rng.random(len(offered)) * 0.998])
         # Channel: fixed for some types, else inbound with a probability that grows with intent.
         inbound = rng.random(len(rows)) < P_INBOUND[zi[rows]]
         pick_in = np.where(rng.random(len(rows)) < 0.5, acq_channel[act[rows]], inbound_codes[rng.integers(0, len(inbound_codes), len(rows))])
@@ -429,12 +435,14 @@ def simulate(
 
         rows = np.concatenate([rows, cancel])
         etype = np.concatenate([etype, np.full(len(cancel), model.code["subscription_cancelled"])])
+        frac = np.concatenate([frac, 0.999 + 0.0009 * rng.random(len(cancel))])  # the day's last event
         chan = np.concatenate([chan, fixed[np.full(len(cancel), model.code["subscription_cancelled"])]])
         # Compact buffers: ~50M events for 1M customers must fit comfortably in memory.
         ev_c.append(act[rows].astype(np.int32))
         ev_d.append(np.full(len(rows), d, dtype=np.int16))
         ev_t.append(etype.astype(np.int8))
         ev_ch.append(chan.astype(np.int8))
+        ev_f.append(frac.astype(np.float32))
 
         stage[act] = new_stage
         z[act] = z_new
@@ -449,12 +457,9 @@ def simulate(
     day = np.concatenate(ev_d).astype(np.int64)
     etype = np.concatenate(ev_t).astype(np.int64)
     chan = np.concatenate(ev_ch).astype(np.int64)
-    del ev_c, ev_d, ev_t, ev_ch
-    # Times within the day: uniform, except that the day's events keep a plausible order (the
-    # acquisition event first, an opened email after its send, a cancellation last).
-    frac = rng.random(len(cust))
-    frac = np.where(etype == model.code["subscription_cancelled"], 0.999 + 0.0009 * frac, frac * 0.998)
-    ts = (start_ts.value + day * DAY_NS + (frac * DAY_NS).astype(np.int64))
+    frac = np.concatenate(ev_f).astype(np.float64)
+    del ev_c, ev_d, ev_t, ev_ch, ev_f
+    ts = start_ts.value + day * DAY_NS + (frac * DAY_NS).astype(np.int64)
     amount = np.full(len(cust), np.nan)
     is_purchase = purchase_mask[etype]
     amount[is_purchase] = np.round(np.exp(rng.normal(np.log(traits.value[cust[is_purchase]]), 0.4)), 2)

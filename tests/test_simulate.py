@@ -59,13 +59,26 @@ def test_journeys_have_the_ingredients_of_real_ones(sim, config):
     assert monthly.max() > 1.3 * monthly.iloc[3:].min(), "seasonality / growth"
 
 
-def test_an_opened_email_was_sent_first(sim):
-    ev = sim.events
+def test_an_opened_email_was_sent_earlier_that_day(sim):
+    ev = sim.events.assign(day=sim.events["timestamp"].dt.floor("D"), customer_id=sim.events["customer_id"].astype(str))
     opened = ev[ev["event_type"] == "email_opened"]
     sent = ev[ev["event_type"] == "email_sent"]
-    per_day = lambda f: f.assign(day=f["timestamp"].dt.floor("D")).groupby(["customer_id", "day"]).size()  # noqa: E731
-    o, s = per_day(opened), per_day(sent).reindex(per_day(opened).index, fill_value=0)
-    assert (s >= o).all()
+    assert len(opened) > 100
+    # The k-th open of a customer's day is preceded by at least k sends that day.
+    key = ["customer_id", "day"]
+    o = opened.assign(k=opened.groupby(key).cumcount())
+    pairs = o.merge(sent[key + ["timestamp"]], on=key, suffixes=("", "_sent"))
+    earlier = pairs[pairs["timestamp_sent"] < pairs["timestamp"]].groupby(key + ["k"]).size()
+    need = o.set_index(key + ["k"]).index
+    assert (earlier.reindex(need, fill_value=0).to_numpy() >= need.get_level_values("k") + 1).all()
+
+
+def test_a_cancellation_is_the_last_event_of_its_day(sim):
+    ev = sim.events.assign(day=sim.events["timestamp"].dt.floor("D"), customer_id=sim.events["customer_id"].astype(str))
+    last = ev.sort_values("timestamp").groupby(["customer_id", "day"]).tail(1)
+    cancelled = ev[ev["event_type"] == "subscription_cancelled"]
+    assert len(cancelled) > 5
+    assert set(cancelled.index) <= set(last.index)
 
 
 def test_truth_covers_the_config_cutoffs_and_its_stage_matches_observed_stage(sim, joined, config):
