@@ -190,6 +190,8 @@ def _parse_timestamps(
     """
     zone = config.source_timezone
     index = raw.index
+    if len(raw) == 0 or (allow_null and raw.isna().all()):  # nothing to parse, whatever dtype it came as
+        return pd.Series(pd.NaT, index=index, dtype="datetime64[ns, UTC]")
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
         parsed = raw.dt.tz_convert("UTC")
         bad = parsed.isna()

@@ -79,6 +79,16 @@ def test_features_one_row_per_customer(simdir, tmp_path):
     pd.testing.assert_series_equal(got[before.index].astype(int), before.astype(int), check_names=False)
 
 
+def test_demo_runs_the_main_job_end_to_end(tmp_path):
+    r = run("demo", "--out", str(tmp_path), "--customers", "300", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    for step in ("1. simulated", "2. validated", "3. readiness", "4. training set"):
+        assert step in r.stdout
+    table = pd.read_parquet(tmp_path / "training_set.parquet")
+    assert len(table) > 100 and table["customer_id"].nunique() > 50
+    assert (tmp_path / "sim" / "truth.parquet").exists()
+
+
 def test_training_set_command(simdir, tmp_path):
     out = tmp_path / "t.parquet"
     r = run("training-set", "--events", str(simdir / "events.parquet"), "--out", str(out))
