@@ -46,8 +46,6 @@ class FeatureSpec:
     group_matrix: np.ndarray  # (K, G) 0/1
     marker_names: tuple[str, ...]  # groups with a days_since_last_* feature (beyond stages)
     marker_masks: tuple[np.ndarray, ...]  # (K,) bool each
-    channel_inbound: np.ndarray  # (Ch+1,) bool; last slot = missing channel
-    channel_outbound: np.ndarray
     columns: tuple[str, ...]
     layout: dict[str, slice]
     # Age buckets: every window edge plus the trend edges; window_rows picks the nested windows.
@@ -59,7 +57,7 @@ class FeatureSpec:
     last_offsets: np.ndarray  # stages, then markers
     first_columns: np.ndarray
     first_offsets: np.ndarray  # stages
-    direction_matrix: np.ndarray  # (Ch+1, 2): inbound, outbound
+    direction_matrix: np.ndarray  # (Ch+1, 2): 1 where a channel is inbound / outbound; last row = missing channel
 
     @property
     def n_types(self) -> int:
@@ -71,7 +69,7 @@ class FeatureSpec:
 
     @property
     def n_channels(self) -> int:
-        return len(self.channel_inbound)  # including the "missing" slot
+        return self.direction_matrix.shape[0]  # including the "missing" slot
 
 
 _SPECS: dict[int, tuple[FunnelConfig, FeatureSpec]] = {}
@@ -190,8 +188,6 @@ def _make_spec(config: FunnelConfig) -> FeatureSpec:
         group_matrix=group_matrix,
         marker_names=marker_names,
         marker_masks=marker_masks,
-        channel_inbound=inbound,
-        channel_outbound=outbound,
         columns=tuple(columns),
         layout=layout,
         edges=edges,
