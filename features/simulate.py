@@ -453,29 +453,37 @@ def simulate(
         if progress is not None:
             progress(d + 1, n_days)
 
-    cust = np.concatenate(ev_c).astype(np.int64)
-    day = np.concatenate(ev_d).astype(np.int64)
-    etype = np.concatenate(ev_t).astype(np.int64)
-    chan = np.concatenate(ev_ch).astype(np.int64)
-    frac = np.concatenate(ev_f).astype(np.float64)
-    del ev_c, ev_d, ev_t, ev_ch, ev_f
-    ts = start_ts.value + day * DAY_NS + (frac * DAY_NS).astype(np.int64)
-    amount = np.full(len(cust), np.nan)
-    is_purchase = purchase_mask[etype]
-    amount[is_purchase] = np.round(np.exp(rng.normal(np.log(traits.value[cust[is_purchase]]), 0.4)), 2)
+    # Assemble with compact dtypes, freeing as we go: ~50M events must fit comfortably in memory.
     sorted_ids = np.sort(ids)
-    id_rank = np.searchsorted(sorted_ids, ids)
-    order = np.lexsort((ts, id_rank[cust]))  # sorted by customer_id then time, like validated events
+    id_rank = np.searchsorted(sorted_ids, ids).astype(np.int32)
+    customer = id_rank[np.concatenate(ev_c)]  # int32 code of the sorted customer_id
+    del ev_c
+    ts = np.concatenate(ev_d).astype(np.int64) * DAY_NS
+    ts += (np.concatenate(ev_f).astype(np.float64) * DAY_NS).astype(np.int64)
+    ts += start_ts.value
+    del ev_d, ev_f
+    order = np.lexsort((ts, customer))  # by customer_id, then time, like validated events
+    customer = customer[order]
+    ts = ts[order]
+    etype = np.concatenate(ev_t)[order]
+    chan = np.concatenate(ev_ch)[order]
+    del ev_t, ev_ch, order
+    amount = np.full(len(ts), np.nan)
+    is_purchase = purchase_mask[etype]
+    by_rank = np.empty(n)
+    by_rank[id_rank] = traits.value
+    amount[is_purchase] = np.round(np.exp(rng.normal(np.log(by_rank[customer[is_purchase]]), 0.4)), 2)
     events = pd.DataFrame(
         {
             # Dictionary-encoded: one string per customer, not per event (Parquet keeps the dictionary).
-            "customer_id": pd.Categorical.from_codes(id_rank[cust[order]], categories=pd.Index(sorted_ids, dtype="string")),
-            "timestamp": pd.to_datetime(ts[order], utc=True),
-            "event_type": pd.Categorical.from_codes(etype[order], categories=list(types)),
-            "channel": pd.Categorical.from_codes(chan[order], categories=ch_names),
-            "amount": amount[order],
+            "customer_id": pd.Categorical.from_codes(customer, categories=pd.Index(sorted_ids, dtype="string")),
+            "timestamp": pd.to_datetime(ts, utc=True),
+            "event_type": pd.Categorical.from_codes(etype, categories=list(types)),
+            "channel": pd.Categorical.from_codes(chan, categories=ch_names),
+            "amount": amount,
         }
     )
+    del customer, ts, etype, chan, amount
     customers = pd.DataFrame(
         {
             "customer_id": pd.array(ids, dtype="string"),
