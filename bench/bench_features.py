@@ -12,9 +12,19 @@ What it measures (all on the default funnel, ``features.funnel.load_config()``):
    (the engine reads every event, the few at or after the cutoff included). The run happens in a
    fresh subprocess that loads the arrays from ``.npy`` files, so its peak RSS
    (``getrusage(RUSAGE_SELF).ru_maxrss``) is the engine's and not the data generator's.
-2. Reference: one DuckDB SQL query (generated from the config) computing the same 195 columns in
-   the same order, over the same events in a native DuckDB table, materialised with
-   ``.fetchnumpy()``; single thread and default threads. Its output is checked against funnelcast's.
+2. References, both computing the same 195 columns over the same events in a native DuckDB table,
+   at one thread and at DuckDB's default threads, each checked column by column against funnelcast:
+
+   * "duckdb wide (one aggregate per column)": one query (``duckdb_sql``), a ``GROUP BY customer``
+     with a ``count(*) FILTER (...)`` (or min/max/sum) per output column, materialised with
+     ``.fetchnumpy()``. Simple, and slow: every event runs through ~150 filtered aggregates.
+   * "duckdb long-form": what a competent analyst writes (``duckdb_long_plan``): four narrow
+     ``GROUP BY`` queries, per (customer, event type), (customer, channel), distinct (customer, day)
+     and purchases (``lag()`` gaps), each with a handful of aggregates, then a vectorised numpy pivot
+     into the matrix (``duckdb_long_pivot``; its time is included). Its figure is the lower of its
+     end-to-end best and the sum of the best back-to-back time of each query and of the pivot.
+
+   The ">= 3x DuckDB" aim is judged against the faster of the two at each thread setting.
 3. One customer with 50 events: ``compute_features`` on an ``EventArrays`` of one customer, and the
    path from 50 Python dicts (a CRM payload) through ``EventArrays.from_frame(pd.DataFrame(...))``.
 
@@ -58,6 +68,8 @@ AIM_EVENTS_PER_S = 4e6
 AIM_VS_DUCKDB = 3.0
 AIM_PEAK_BYTES = 4 * GIB
 AIM_SINGLE_MS = 0.2
+WIDE = "duckdb wide (one aggregate per column)"
+LONG = "duckdb long-form"
 
 
 # ---- synthetic data, built as arrays ------------------------------------------------------------
@@ -188,8 +200,12 @@ def _peak_rss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
 
 
-def child_main(data_dir: str, cutoff: int, repeat: int) -> None:
-    """Load the arrays, run compute_features ``repeat`` times, report times and peak RSS as JSON."""
+def child_main(data_dir: str, cutoff: int, repeat: int, threads: int) -> None:
+    """Load the arrays, run compute_features ``repeat`` times on ``threads`` threads (BLAS included),
+    report times and peak RSS as JSON."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)  # "1 thread" means one thread, BLAS's matrix products included
     config = load_config()
     spec = feature_spec(config)
     loaded = {f: np.load(Path(data_dir) / f"{f}.npy") for f in ARRAY_FIELDS + ("starts",)}
@@ -201,7 +217,7 @@ def child_main(data_dir: str, cutoff: int, repeat: int) -> None:
     peak_after_first = None
     for _ in range(repeat):
         t0 = time.perf_counter()
-        out = compute_features(arrays, cutoff, spec)
+        out = compute_features(arrays, cutoff, spec, threads=threads)
         times.append(time.perf_counter() - t0)
         if peak_after_first is None:
             peak_after_first = _peak_rss()
@@ -221,11 +237,12 @@ def child_main(data_dir: str, cutoff: int, repeat: int) -> None:
     )
 
 
-def run_funnelcast_child(arrays: EventArrays, cutoff: int, repeat: int) -> dict:
+def run_funnelcast_child(arrays: EventArrays, cutoff: int, repeat: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="funnelcast-bench-") as tmp:
         for f in ARRAY_FIELDS + ("starts",):
             np.save(Path(tmp) / f"{f}.npy", getattr(arrays, f))
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", tmp, "--_cutoff", str(cutoff), "--repeat", str(repeat)]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", tmp, "--_cutoff", str(cutoff), "--repeat", str(repeat),
+               "--_threads", str(threads)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
@@ -366,6 +383,249 @@ ORDER BY customer
     return sql, names
 
 
+# The long-form reference: what a competent analyst writes instead of one aggregate per output column.
+# GROUP BY the narrow keys (customer x event type, customer x channel, customer over distinct days,
+# customer over purchases) with a handful of aggregates each, fetch the long results, and pivot them
+# into the matrix with a few vectorised numpy scatters. Both the queries and the pivot are timed.
+
+_NEVER_FIRST = np.iinfo(np.int64).max  # "no such event" while taking first timestamps (min)
+_NEVER_LAST = np.iinfo(np.int64).min  # ... and last timestamps (max)
+
+
+def duckdb_long_plan(config: FunnelConfig, cutoff: int) -> dict:
+    """The long-form queries and the numpy pivot's plan (feature numbers, 0/1 membership), from the config.
+
+    Queries (all over ``events`` with ``ts < cutoff``; ``age`` = whole days before the cutoff):
+
+    * ``types``: one row per (customer, event type) seen: a count per age edge (every window and the
+      two trend edges; ``count(*) FILTER (WHERE age < e)``), the all-time count, first and last ``ts``;
+    * ``channels``: one row per (customer, channel code): a count per window and all time;
+    * ``days``: one row per customer over ``SELECT DISTINCT customer, age``: active days per window;
+    * ``purchases``: one row per customer with a purchase: spend per window, average and maximum order
+      value, and the mean / population std / last of the ``lag()`` gaps between purchases.
+
+    Type-level counts become group counts, stage and marker recencies, the current stage and the
+    times to reach each stage in :func:`duckdb_long_pivot`. Building this (SQL text, index arrays) is
+    metadata work done once, outside the timing, like generating the wide query's text.
+    """
+    spec = feature_spec(config)
+    types = config.event_types
+    k = len(types)
+    code = {t: i for i, t in enumerate(types)}
+    windows = [int(w) for w in config.features.windows_days]
+    trend = int(config.features.trend_days)
+    edges = sorted(set(windows) | {trend, 2 * trend})
+    labels = [f"{w}d" for w in windows] + ["all_time"]
+    per_window = [f"n_{w}" for w in windows] + ["n_all"]  # fetched column per window label
+
+    def members(names) -> np.ndarray:
+        m = np.zeros(k, dtype=bool)
+        m[[code[t] for t in names if t in code]] = True
+        return m
+
+    stages = config.stage_names
+    stage_members = [members(s.event_types) for s in config.stages]
+    groups: dict[str, np.ndarray] = {f"stage_{s}": m for s, m in zip(stages, stage_members)}
+    groups.update({g: members(ts) for g, ts in config.event_groups.items()})
+    groups["activity"] = members(config.qualifying_event_types)
+    groups["events"] = np.ones(k, dtype=bool)
+    markers = {g: members(ts) for g, ts in config.event_groups.items()}
+    markers["activity"] = groups["activity"]
+    markers["purchase"] = purchase = members(config.purchase_event_types)
+    channels = config.channel_names
+    direction = np.full(len(channels) + 1, 2, dtype=np.int64)  # 0 inbound, 1 outbound, 2 neither or missing
+    for j, ch in enumerate(channels):
+        direction[j] = {"inbound": 0, "outbound": 1}.get(config.channels.get(ch), 2)
+
+    col = {c: j for j, c in enumerate(spec.columns)}
+    used: list[str] = []
+
+    def cols(names: list[str]) -> np.ndarray:
+        unknown = [c for c in names if c not in col]
+        if unknown:
+            raise AssertionError(f"the long-form reference computes {unknown}, which funnelcast does not emit")
+        used.extend(names)
+        return np.array([col[c] for c in names], dtype=np.intp)
+
+    type_cols = [cols([f"count_{t}_{w}" for t in types]) for w in labels]
+    plan = {
+        "cutoff": cutoff, "k": k, "n_features": len(spec.columns), "n_stages": len(stages),
+        "windows": windows, "per_window": per_window, "trend_columns": (f"n_{trend}", f"n_{2 * trend}"),
+        "type_cols": type_cols,
+        "type_rows": [_rows(x) for x in type_cols],  # slices where the engine's layout allows
+        "group_cols": [cols([f"count_{g}_{w}" for g in groups]) for w in labels],
+        "group_matrix": np.stack(list(groups.values())).astype(np.float64),  # (G, K)
+        "activity": groups["activity"],
+        "trend_cols": cols([f"activity_last_{trend}d", f"activity_prev_{trend}d", "activity_trend"]),
+        "recency_cols": cols(["days_since_last_event", "tenure_days"]),
+        "stage_last_cols": cols([f"days_since_last_stage_{s}" for s in stages]),
+        "stage_members": [np.flatnonzero(m) for m in stage_members],
+        "marker_cols": cols([f"days_since_last_{m}" for m in markers]),
+        "marker_members": [np.flatnonzero(m) for m in markers.values()],
+        "stage_cols": cols(["current_stage", "days_in_current_stage"]),
+        "reach_cols": cols([f"days_to_reach_stage_{s}" for s in stages[1:]]),
+        "purchase_members": np.flatnonzero(purchase),
+        "channel_cols": cols([f"count_channel_{ch}_all_time" for ch in channels]),
+        "direction": direction,
+        "inbound_cols": cols([f"count_inbound_{w}" for w in labels]),
+        "outbound_cols": cols([f"count_outbound_{w}" for w in labels]),
+        "share_col": cols(["inbound_share_all_time"])[0],
+        "days_cols": cols([f"active_days_{w}" for w in labels]),
+        "spend_cols": cols([f"spend_{w}" for w in labels]),
+        "purchase_cols": cols(["days_since_first_purchase", "avg_order_value", "max_order_value",
+                               "mean_days_between_purchases", "std_days_between_purchases",
+                               "last_days_between_purchases"]),
+    }
+    done = set(used)
+    missing = [c for c in spec.columns if c not in done]
+    if missing or len(used) != len(spec.columns):
+        raise AssertionError(f"the long-form reference does not compute funnelcast features {missing}; extend duckdb_long_plan")
+
+    def counts(ages: list[int], agg: str = "count(*)", prefix: str = "n") -> str:
+        return ", ".join(f"{agg} FILTER (WHERE age < {a}) AS {prefix}_{a}" for a in ages)
+
+    purchase_in = ", ".join(str(i) for i in np.flatnonzero(purchase)) or "NULL"
+    ev = f"""WITH ev AS (
+    SELECT customer, ts, event_type, channel, amount, ({cutoff - 1} - ts) // {DAY_NS} AS age
+    FROM events WHERE ts < {cutoff}
+)"""
+    plan["queries"] = {
+        "types": f"""{ev}
+SELECT customer, event_type, {counts(edges)}, count(*) AS n_all, min(ts) AS first_ts, max(ts) AS last_ts
+FROM ev GROUP BY customer, event_type""",
+        "channels": f"""{ev}
+SELECT customer, channel, {counts(windows)}, count(*) AS n_all
+FROM ev GROUP BY customer, channel""",
+        "days": f"""{ev}
+SELECT customer, {counts(windows)}, count(*) AS n_all
+FROM (SELECT DISTINCT customer, age FROM ev) GROUP BY customer""",
+        "purchases": f"""{ev},
+p AS (
+    SELECT customer, ts, age, amount, (ts - lag(ts) OVER (PARTITION BY customer ORDER BY ts)) / {DAY_NS} AS gap
+    FROM ev WHERE event_type IN ({purchase_in})
+)
+SELECT customer, {counts(windows, 'sum(amount)', 'spend')}, sum(amount) AS spend_all,
+    avg(amount) AS aov, max(amount) AS mov,
+    avg(gap) AS gap_mean, stddev_pop(gap) AS gap_std, arg_max(gap, ts) FILTER (WHERE gap IS NOT NULL) AS gap_last
+FROM p GROUP BY customer""",
+    }
+    return plan
+
+
+def _rows(idx: np.ndarray):
+    """Consecutive feature numbers as a slice (a view of the feature-major matrix); others stay an index."""
+    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        return slice(int(idx[0]), int(idx[0]) + len(idx))
+    return idx
+
+
+def _filled(x, null: float = np.nan) -> np.ndarray:
+    """A fetched column as float64, NULL -> ``null``."""
+    return np.ma.filled(np.ma.asarray(x).astype(np.float64), null)
+
+
+def duckdb_long(con, plan: dict, c: int) -> np.ndarray:
+    """The long-form reference end to end, as timed: allocate the matrix, run and fetch the queries, pivot.
+
+    Returns the (customers x features) matrix for customer codes 0..c-1 (a transposed view of a
+    feature-major array); customers without visible events get zero counts and missing recencies, as
+    in funnelcast.
+    """
+    res = np.empty((plan["n_features"], c))  # feature-major: row j is feature j, one contiguous write each
+    fetched = {name: con.execute(sql).fetchnumpy() for name, sql in plan["queries"].items()}
+    duckdb_long_pivot(fetched, plan, res)
+    return res.T
+
+
+def duckdb_long_pivot(r: dict[str, dict], plan: dict, res: np.ndarray) -> None:
+    """Fill the feature-major ``res`` (features x customers) from the long results, in plain numpy.
+
+    Every key is unique within its result, so counts and timestamps land by direct index assignment
+    (``flat[column * C + customer] = value``); per-customer sums over several rows use ``np.bincount``.
+    """
+    t, k = plan["cutoff"], plan["k"]
+    c = res.shape[1]
+    flat = res.reshape(-1)
+
+    def days(stamp: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        return np.where(seen, (t - stamp) / DAY_NS, np.nan)
+
+    # (customer, type) rows: type counts per window; groups are 0/1 products of the type counts.
+    ty = r["types"]
+    et, cust = ty["event_type"], ty["customer"]
+    for w, name in enumerate(plan["per_window"]):
+        rows = plan["type_rows"][w]
+        res[rows] = 0.0
+        flat[plan["type_cols"][w][et] * c + cust] = ty[name]
+        res[plan["group_cols"][w]] = plan["group_matrix"] @ res[rows]
+    # Activity trend: activity types in the last trend_days, and in the trend_days before those.
+    act = plan["activity"][et]
+    recent, both = (np.bincount(cust, weights=np.where(act, ty[n], 0), minlength=c) for n in plan["trend_columns"])
+    previous = both - recent
+    tc = plan["trend_cols"]
+    res[tc[0]], res[tc[1]] = recent, previous
+    res[tc[2]] = np.divide(recent - previous, both, out=np.zeros(c), where=both > 0)
+
+    # First / last timestamp per (type, customer); stages and markers reduce over their types.
+    key = et * c + cust
+    first = np.full(k * c, _NEVER_FIRST, dtype=np.int64)
+    first[key] = ty["first_ts"]
+    last = np.full(k * c, _NEVER_LAST, dtype=np.int64)
+    last[key] = ty["last_ts"]
+    first, last = first.reshape(k, c), last.reshape(k, c)
+    first_ts = first.min(axis=0)
+    seen = first_ts != _NEVER_FIRST
+    rc = plan["recency_cols"]
+    res[rc[0]] = days(last.max(axis=0), seen)
+    res[rc[1]] = days(first_ts, seen)
+    for j, m in zip(list(plan["stage_last_cols"]) + list(plan["marker_cols"]), plan["stage_members"] + plan["marker_members"]):
+        stamp = last[m].max(axis=0)
+        res[j] = days(stamp, stamp != _NEVER_LAST)
+    # Current stage: the deepest stage evidenced; a stage is reached when it or a deeper one is.
+    stage_first = np.stack([first[m].min(axis=0) for m in plan["stage_members"]])  # (S, C)
+    evidenced = stage_first != _NEVER_FIRST
+    deepest = plan["n_stages"] - 1 - np.argmax(evidenced[::-1], axis=0)
+    anywhere = evidenced.any(axis=0)
+    sc = plan["stage_cols"]
+    res[sc[0]] = np.where(anywhere, deepest, np.nan)
+    res[sc[1]] = days(stage_first[deepest, np.arange(c)], anywhere)
+    reached = np.minimum.accumulate(stage_first[::-1], axis=0)[::-1]
+    for i, j in enumerate(plan["reach_cols"], start=1):
+        res[j] = np.where(reached[i] != _NEVER_FIRST, (reached[i] - first_ts) / DAY_NS, np.nan)
+    first_purchase = first[plan["purchase_members"]].min(axis=0)
+    pcols = plan["purchase_cols"]
+    res[pcols[0]] = days(first_purchase, first_purchase != _NEVER_FIRST)
+    del first, last
+
+    # (customer, channel) rows: all-time count per channel; windowed counts per direction.
+    ch = r["channels"]
+    code, cust = ch["channel"], ch["customer"]
+    per_channel = np.bincount(code * c + cust, weights=ch["n_all"], minlength=len(plan["direction"]) * c)
+    res[plan["channel_cols"]] = per_channel.reshape(-1, c)[: len(plan["channel_cols"])]
+    key = plan["direction"][code] * c + cust
+    for w, name in enumerate(plan["per_window"]):
+        directed = np.bincount(key, weights=ch[name], minlength=3 * c)
+        res[plan["inbound_cols"][w]] = directed[:c]
+        res[plan["outbound_cols"][w]] = directed[c : 2 * c]
+    inbound, total = directed[:c], directed[:c] + directed[c : 2 * c]
+    res[plan["share_col"]] = np.divide(inbound, total, out=np.full(c, np.nan), where=total > 0)
+
+    # Per-customer rows: active days, then purchases (absent customer: no spend, missing values).
+    d = r["days"]
+    for j, name in zip(plan["days_cols"], plan["per_window"]):
+        res[j] = 0.0
+        res[j, d["customer"]] = d[name]
+    p = r["purchases"]
+    pc = np.asarray(p["customer"])
+    spend = [f"spend_{w}" for w in plan["windows"]] + ["spend_all"]
+    for j, name in zip(plan["spend_cols"], spend):
+        res[j] = 0.0
+        res[j, pc] = _filled(p[name], 0.0)
+    for j, name in zip(pcols[1:], ("aov", "mov", "gap_mean", "gap_std", "gap_last")):
+        res[j] = np.nan
+        res[j, pc] = _filled(p[name])
+
+
 def duckdb_connection(arrays: EventArrays):
     import duckdb
     import pyarrow as pa
@@ -386,11 +646,13 @@ def duckdb_connection(arrays: EventArrays):
     return con
 
 
-def time_duckdb(con, sql: str, repeat: int, threads: int | None) -> tuple[list[float], dict]:
-    if threads is None:
-        con.execute("RESET threads")
-    else:
-        con.execute(f"SET threads TO {threads}")
+def set_threads(con, threads: int | None) -> int:
+    """DuckDB's thread count (``None``: its default, one per core); returns the count in effect."""
+    con.execute("RESET threads" if threads is None else f"SET threads TO {threads}")
+    return int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+
+
+def time_duckdb(con, sql: str, repeat: int) -> tuple[list[float], dict]:
     times = []
     result = None
     for _ in range(repeat):
@@ -401,14 +663,67 @@ def time_duckdb(con, sql: str, repeat: int, threads: int | None) -> tuple[list[f
     return times, result
 
 
-def compare(ours: np.ndarray, theirs: dict, columns: tuple[str, ...]) -> dict:
-    """Match DuckDB's rows (customers with visible events) to funnelcast's rows and compare every column."""
-    cust = np.asarray(theirs["customer"])
+def time_duckdb_long(con, plan: dict, c: int, repeat: int) -> tuple[dict, np.ndarray]:
+    """Time the long-form reference end to end, and each phase back to back; the figure is the lower.
+
+    End to end (queries, fetch, pivot, as one would run it) is best of ``repeat``. Then each query is
+    repeated back to back, and so is the pivot over the last fetched results. The headline figure
+    (``best_s``) is the lower of the end-to-end best and the sum of the phase bests. At full size the
+    phase sum is the lower: between a phase's repeats no other phase frees and re-takes memory, and
+    on this VM memory left free for a second or two is slow to touch again (presumably the balloon
+    driver's free-page reporting hands it back to the host), a cost funnelcast's own back-to-back
+    repeats largely avoid. Either way the choice favours the reference.
+    """
+    end_to_end: list[float] = []
+    matrix = None
+    for _ in range(repeat):
+        matrix = None
+        t0 = time.perf_counter()
+        matrix = duckdb_long(con, plan, c)
+        end_to_end.append(time.perf_counter() - t0)
+    queries: dict[str, list[float]] = {}
+    fetched: dict[str, dict] = {}
+    for name, sql in plan["queries"].items():
+        queries[name] = []
+        for _ in range(repeat):
+            fetched[name] = {}
+            t0 = time.perf_counter()
+            fetched[name] = con.execute(sql).fetchnumpy()
+            queries[name].append(time.perf_counter() - t0)
+    pivot: list[float] = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        res = np.empty((plan["n_features"], c))
+        duckdb_long_pivot(fetched, plan, res)
+        pivot.append(time.perf_counter() - t0)
+        del res
+    rows = {name: len(r["customer"]) for name, r in fetched.items()}
+    phase_sum = sum(min(ts) for ts in queries.values()) + min(pivot)
+    return {
+        "best_s": min(phase_sum, min(end_to_end)),
+        "best_s_is": "the lower of the end-to-end best and phase_sum_s",
+        "phase_sum_s": phase_sum,
+        "phase_sum_s_is": "sum of the best back-to-back time of each query (with its fetch) and of the numpy pivot",
+        "end_to_end_times_s": end_to_end,
+        "end_to_end_best_s": min(end_to_end),
+        "query_times_s": queries,
+        "query_best_s": {name: min(ts) for name, ts in queries.items()},
+        "result_rows": rows,
+        "pivot_times_s": pivot,
+        "pivot_best_s": min(pivot),
+    }, matrix
+
+
+def compare(ours: np.ndarray, rows: np.ndarray, column, columns: tuple[str, ...]) -> dict:
+    """Compare every column of a reference with funnelcast's, on funnelcast's ``rows`` (one per reference row).
+
+    ``column(j)`` is the reference's column ``j`` (NULL as a masked entry or NaN).
+    """
+    cust = np.asarray(rows)
     mismatched = []
     worst = 0.0
     for j, name in enumerate(columns):
-        col = theirs[f"f{j}"]
-        ref = np.ma.filled(np.ma.asarray(col).astype(np.float64), np.nan)
+        ref = np.ma.filled(np.ma.asarray(column(j)).astype(np.float64), np.nan)
         mine = ours[cust, j]
         ok = np.isclose(mine, ref, rtol=1e-9, atol=1e-9, equal_nan=True)
         if not ok.all():
@@ -426,6 +741,17 @@ def compare(ours: np.ndarray, theirs: dict, columns: tuple[str, ...]) -> dict:
         "rows_only_in_funnelcast": int(len(absent)),
         "those_rows_have_no_visible_events": bool(np.all(ours[absent, events_col] == 0)),
     }
+
+
+def describe_check(check: dict) -> str:
+    bad = check["columns_mismatched"]
+    text = (f"{check['rows_compared']:,} customers x {check['columns_compared']} columns compared with funnelcast, "
+            f"{len(bad)} columns differ beyond rtol=atol=1e-9 (max abs diff {check['max_abs_diff']:.2e})")
+    if bad:
+        text += ": " + ", ".join(f"{b['column']} ({b['rows']} rows, {b['max_abs_diff']:.2e})" for b in bad[:6])
+    if check["rows_only_in_funnelcast"]:
+        text += f"; {check['rows_only_in_funnelcast']:,} customers without visible events are rows only funnelcast emits"
+    return text
 
 
 # ---- one customer ---------------------------------------------------------------------------------
@@ -522,9 +848,10 @@ def main() -> None:
     ap.add_argument("--out", help="JSON path (default bench/results/features.json; features-quick.json with --quick)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     ap.add_argument("--_cutoff", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--_threads", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
-        child_main(args._child, args._cutoff, args.repeat)
+        child_main(args._child, args._cutoff, args.repeat, args._threads)
         return
     if args.quick:
         args.events, args.customers = 200_000, 10_000
@@ -552,11 +879,17 @@ def main() -> None:
           f"({visible:,} events = {visible / n:.2%} before it); channel missing {np.mean(arrays.channel == len(config.channel_names)):.1%}; "
           f"{np.mean(~np.isnan(arrays.amount)):.1%} of events carry an amount")
 
-    # 1-3. funnelcast, timed and measured in a fresh process.
-    print("funnelcast: compute_features in a fresh subprocess ...", flush=True)
-    child = run_funnelcast_child(arrays, cutoff, repeat)
+    # 1-3. funnelcast, timed and measured in a fresh process, on one thread and on every core.
+    print("funnelcast: compute_features in a fresh subprocess, 1 thread ...", flush=True)
+    child = run_funnelcast_child(arrays, cutoff, repeat, threads=1)
     fc_best = min(child["times_s"])
     fc_rate = n / fc_best
+    cores = os.cpu_count() or 1
+    print(f"funnelcast: compute_features in a fresh subprocess, {cores} threads ...", flush=True)
+    child_all = run_funnelcast_child(arrays, cutoff, repeat, threads=cores)
+    fc_rate_all = n / min(child_all["times_s"])
+    print(f"  {cores} threads: times {', '.join(f'{x:.2f}' for x in child_all['times_s'])} s -> {fmt_rate(fc_rate_all)}")
+    fc_rates = {"1 thread": fc_rate, "default threads": fc_rate_all}
     peak = child["peak_rss"]
     increment = peak - child["rss_before_compute"]
     print(f"  times {', '.join(f'{x:.2f}' for x in child['times_s'])} s -> best {fc_best:.3f} s = {fmt_rate(fc_rate)} "
@@ -565,35 +898,48 @@ def main() -> None:
           f"peak RSS {peak / GIB:.2f} GiB total, {increment / GIB:.2f} GiB above the {child['rss_before_compute'] / GIB:.2f} GiB "
           f"resident just before compute (interpreter + libraries + input arrays)")
 
-    # 4. DuckDB reference over the same events, same columns.
+    # 4. DuckDB references over the same events, same columns: the wide query, and the long form.
     import duckdb
 
     sql, _ = duckdb_sql(config, cutoff)
+    plan = duckdb_long_plan(config, cutoff)
     t0 = time.perf_counter()
     con = duckdb_connection(arrays)
     load_s = time.perf_counter() - t0
-    print(f"duckdb {duckdb.__version__}: events loaded into a native table in {load_s:.1f} s; "
-          f"query has {sql.count(' AS t')} type-count aggregates, {len(spec.columns)} output features", flush=True)
-    db: dict[str, dict] = {}
-    result = None
+    print(f"duckdb {duckdb.__version__}: events loaded into a native table in {load_s:.1f} s", flush=True)
+    print(f"  {WIDE}: one GROUP BY customer with a conditional aggregate per output column "
+          f"({sql.count(' AS t')} type x window counts alone), {len(spec.columns)} output features")
+    print(f"  {LONG}: {len(plan['queries'])} GROUP BY queries ({', '.join(plan['queries'])}) + numpy pivot, "
+          f"timed end to end and per phase back to back (figure: the lower of the end-to-end best and the phase sum)", flush=True)
+    wide: dict[str, dict] = {}
+    long: dict[str, dict] = {}
+    result = matrix = None
     for label, threads in (("1 thread", 1), ("default threads", None)):
-        times, result = time_duckdb(con, sql, repeat, threads)
-        used = con.execute("SELECT current_setting('threads')").fetchone()[0]
+        used = set_threads(con, threads)
+        times, result = time_duckdb(con, sql, repeat)
         best = min(times)
-        db[label] = {"threads": int(used), "times_s": times, "best_s": best, "events_per_s": n / best}
-        print(f"  {label} ({used}): times {', '.join(f'{x:.2f}' for x in times)} s -> best {best:.3f} s = {fmt_rate(n / best)}; "
-              f"funnelcast is {fc_rate / (n / best):.2f}x", flush=True)
+        wide[label] = {"threads": used, "times_s": times, "best_s": best, "events_per_s": n / best}
+        print(f"  {WIDE}, {label} ({used}): times {', '.join(f'{x:.2f}' for x in times)} s -> best {best:.3f} s = "
+              f"{fmt_rate(n / best)}; funnelcast at the same threads is {fc_rates[label] / (n / best):.2f}x", flush=True)
+        matrix = None
+        timing, matrix = time_duckdb_long(con, plan, arrays.n_customers, repeat)
+        best = timing["best_s"]
+        long[label] = {"threads": used, **timing, "events_per_s": n / best}
+        phases = " + ".join(f"{name} {x:.2f}" for name, x in timing["query_best_s"].items())
+        print(f"  {LONG}, {label} ({used}): end to end {', '.join(f'{x:.2f}' for x in timing['end_to_end_times_s'])} s "
+              f"(best {timing['end_to_end_best_s']:.3f}); back-to-back bests {phases} + pivot {timing['pivot_best_s']:.2f} "
+              f"= {timing['phase_sum_s']:.3f} s; figure {best:.3f} s = {fmt_rate(n / best)}; "
+              f"funnelcast at the same threads is {fc_rates[label] / (n / best):.2f}x",
+              flush=True)
     con.close()
 
     # Same columns, same values? funnelcast once more in this process, for the comparison only.
     ours = compute_features(arrays, cutoff, spec)
-    check = compare(ours, result, spec.columns)
-    del ours, result
-    bad = check["columns_mismatched"]
-    print(f"  check: {check['rows_compared']:,} customers x {check['columns_compared']} columns compared with funnelcast, "
-          f"{len(bad)} columns differ beyond rtol=atol=1e-9 (max abs diff {check['max_abs_diff']:.2e})"
-          + (f": {', '.join(b['column'] + ' (' + str(b['rows']) + ' rows, ' + format(b['max_abs_diff'], '.2e') + ')' for b in bad[:6])}" if bad else "")
-          + f"; {check['rows_only_in_funnelcast']:,} customers without visible events are rows only funnelcast emits")
+    wide["check"] = compare(ours, result["customer"], lambda j: result[f"f{j}"], spec.columns)
+    long["check"] = compare(ours, np.arange(arrays.n_customers), lambda j: matrix[:, j], spec.columns)
+    del ours, result, matrix
+    print(f"  check {WIDE}: {describe_check(wide['check'])}")
+    print(f"  check {LONG}: {describe_check(long['check'])}")
 
     # 5. One customer.
     print(f"one customer, 50 events: {args.single_calls} calls ...", flush=True)
@@ -605,13 +951,28 @@ def main() -> None:
     print(f"  50 dicts -> validate_events -> from_frame -> compute_features: median {v['median_ms']:.3f} ms, p99 {v['p99_ms']:.3f} ms")
     print("  dict path steps (median ms): " + ", ".join(f"{k} {x:.3f}" for k, x in single["dict_path_steps_median_ms"].items()))
 
-    # 6. Summary.
-    one_thread = db["1 thread"]
-    default = db["default threads"]
+    # 6. Summary. The DuckDB aim is judged against the faster (stronger) reference at each thread
+    # setting, with funnelcast on the same number of threads.
+    vs: dict[str, dict] = {}
+    db_rows = []
+    for label in ("1 thread", "default threads"):
+        refs = {WIDE: wide[label], LONG: long[label]}
+        strongest = max(refs, key=lambda r: refs[r]["events_per_s"])
+        ours_rate = fc_rates[label]
+        ratio = ours_rate / refs[strongest]["events_per_s"]
+        vs[label] = {"aim": AIM_VS_DUCKDB, "value": ratio, "pass": ratio >= AIM_VS_DUCKDB, "against": strongest,
+                     "funnelcast_events_per_s": ours_rate, **{f"vs {r}": ours_rate / refs[r]["events_per_s"] for r in refs}}
+        setting = "1 thread" if label == "1 thread" else f"{refs[strongest]['threads']} threads"
+        for r, ref in refs.items():
+            x = ours_rate / ref["events_per_s"]
+            if r == strongest:
+                db_rows.append((f"vs {r}, {setting} (strongest)", f"{x:.2f}x ({fmt_rate(ref['events_per_s'])})", f">= {AIM_VS_DUCKDB:.0f}x", x >= AIM_VS_DUCKDB))
+            else:
+                db_rows.append((f"vs {r}, {setting}", f"{x:.2f}x ({fmt_rate(ref['events_per_s'])})", "(weaker reference)", None))
     rows = [
-        ("batch throughput (all N events)", fmt_rate(fc_rate), f">= {AIM_EVENTS_PER_S / 1e6:.0f}M events/s", fc_rate >= AIM_EVENTS_PER_S),
-        ("vs DuckDB, 1 thread", f"{fc_rate / one_thread['events_per_s']:.2f}x ({fmt_rate(one_thread['events_per_s'])})", f">= {AIM_VS_DUCKDB:.0f}x", fc_rate / one_thread["events_per_s"] >= AIM_VS_DUCKDB),
-        (f"vs DuckDB, {default['threads']} threads", f"{fc_rate / default['events_per_s']:.2f}x ({fmt_rate(default['events_per_s'])})", f">= {AIM_VS_DUCKDB:.0f}x", fc_rate / default["events_per_s"] >= AIM_VS_DUCKDB),
+        ("batch throughput, 1 thread (all N events)", fmt_rate(fc_rate), f">= {AIM_EVENTS_PER_S / 1e6:.0f}M events/s", fc_rate >= AIM_EVENTS_PER_S),
+        (f"batch throughput, {cores} threads", fmt_rate(fc_rate_all), "(report)", None),
+        *db_rows,
         ("peak RSS of the batch step", f"{peak / GIB:.2f} GiB (+{increment / GIB:.2f} GiB)", f"< {AIM_PEAK_BYTES / GIB:.0f} GiB", peak < AIM_PEAK_BYTES),
         ("one customer, median", f"{a['median_ms']:.3f} ms", f"<= {AIM_SINGLE_MS} ms", a["median_ms"] <= AIM_SINGLE_MS),
         ("one customer, p99", f"{a['p99_ms']:.3f} ms", f"<= {AIM_SINGLE_MS} ms", a["p99_ms"] <= AIM_SINGLE_MS),
@@ -639,13 +1000,14 @@ def main() -> None:
         "funnelcast": {"times_s": child["times_s"], "best_s": fc_best, "events_per_s": fc_rate,
                        "events_per_s_counts": "all N events (including those at/after the cutoff)",
                        "visible_events_per_s": visible / fc_best, "peak_rss_bytes": peak,
-                       "rss_before_compute_bytes": child["rss_before_compute"], "peak_increment_bytes": increment},
-        "duckdb": {"load_s": load_s, **db, "check": check},
+                       "rss_before_compute_bytes": child["rss_before_compute"], "peak_increment_bytes": increment,
+                       "all_cores": {"threads": cores, "times_s": child_all["times_s"], "events_per_s": fc_rate_all}},
+        "duckdb": {"load_s": load_s, "wide": {"what": WIDE, **wide}, "long": {"what": LONG, **long}},
         "single_customer": single,
         "aims": {
             "events_per_s": {"aim": AIM_EVENTS_PER_S, "value": fc_rate, "pass": fc_rate >= AIM_EVENTS_PER_S},
-            "vs_duckdb_1_thread": {"aim": AIM_VS_DUCKDB, "value": fc_rate / one_thread["events_per_s"], "pass": fc_rate / one_thread["events_per_s"] >= AIM_VS_DUCKDB},
-            "vs_duckdb_default_threads": {"aim": AIM_VS_DUCKDB, "value": fc_rate / default["events_per_s"], "pass": fc_rate / default["events_per_s"] >= AIM_VS_DUCKDB},
+            "vs_duckdb_1_thread": vs["1 thread"],  # against the faster DuckDB reference
+            "vs_duckdb_default_threads": vs["default threads"],
             "peak_rss_bytes": {"aim": AIM_PEAK_BYTES, "value": peak, "pass": peak < AIM_PEAK_BYTES},
             "single_customer_median_ms": {"aim": AIM_SINGLE_MS, "value": a["median_ms"], "pass": a["median_ms"] <= AIM_SINGLE_MS},
             "single_customer_p99_ms": {"aim": AIM_SINGLE_MS, "value": a["p99_ms"], "pass": a["p99_ms"] <= AIM_SINGLE_MS},

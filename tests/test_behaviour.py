@@ -410,7 +410,8 @@ def check_single_and_chunks(events: pd.DataFrame, cutoff) -> None:
     arrays = EventArrays.from_frame(events, CONFIG)
     batch = compute_features(arrays, t, SPEC)
     for chunk in (1, 2, 5):
-        np.testing.assert_array_equal(compute_features(arrays, t, SPEC, chunk=chunk), batch)
+        for threads in (1, 3):
+            np.testing.assert_array_equal(compute_features(arrays, t, SPEC, chunk=chunk, threads=threads), batch)
     for i, cid in enumerate(arrays.customer_ids):
         one = EventArrays.from_frame(events[events["customer_id"] == cid], CONFIG)
         assert list(one.customer_ids) == [cid]
