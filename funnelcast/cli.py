@@ -297,7 +297,9 @@ def demo_cmd(
     out.print("[bold]2. validated[/]", highlight=False)
     _print_summary(summary)
     report = assess(ev, cfg, customers=cust, summary=summary, data_end=sim.end)
-    out.print("[bold]3. readiness[/] " + "; ".join(f"{t.target}: {t.verdict}" for t in report.targets), highlight=False)
+    out.print("[bold]3. readiness[/]", highlight=False)
+    for t in report.targets:
+        out.print(f"  {t.target}: {t.verdict} ({t.rows:,} labelled rows, {t.positives:,} positives)", highlight=False)
     table = _training_set(ev, cust, cfg, sim.end)
     path = _write(table, str(out_dir / "training_set.parquet"))
     out.print("[bold]4. training set[/]", highlight=False)
