@@ -312,7 +312,10 @@ def compute_features(
         for c0 in firsts:
             run(c0)
     else:
-        with ThreadPoolExecutor(workers) as pool:
+        from threadpoolctl import threadpool_limits
+
+        # Our threads already fill the cores: BLAS threads on top (OpenBLAS spins) only oversubscribe.
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
             list(pool.map(run, firsts))
     return out
 
