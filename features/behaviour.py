@@ -304,8 +304,7 @@ def compute_features(
 
     def run(c0: int) -> None:
         c1 = min(c, c0 + chunk)
-        part = arrays if (c0 == 0 and c1 == c) else arrays.customers_slice(c0, c1)
-        _fill(part, cutoff, spec, out[c0:c1])
+        _fill(arrays.customers_slice(c0, c1), cutoff, spec, out[c0:c1])
 
     workers = min(len(firsts), threads if threads is not None else (os.cpu_count() or 1))
     if workers <= 1:
@@ -343,9 +342,7 @@ def _fill(a: EventArrays, t: int, spec: FeatureSpec, out: np.ndarray) -> None:
     cust_bucket = cust * slots + bucket
 
     # Counts per (customer, bucket, type); after the running sum, bucket i counts age_days < edges[i].
-    counts = np.bincount(cust_bucket * k + et, minlength=c * slots * k).reshape(c, slots, k)
-    for i in range(1, n_buckets):
-        counts[:, i] += counts[:, i - 1]
+    counts = _nest(np.bincount(cust_bucket * k + et, minlength=c * slots * k).reshape(c, slots, k), n_buckets)
     out[:, lay["type_counts"]] = counts[:, rows].reshape(c, b * k)
     n_groups = spec.group_matrix.shape[1]
     groups = (counts.reshape(c * slots, k) @ spec.group_matrix).reshape(c, slots, n_groups)
@@ -356,15 +353,11 @@ def _fill(a: EventArrays, t: int, spec: FeatureSpec, out: np.ndarray) -> None:
         new_day[0] = True
         np.not_equal(cust[1:], cust[:-1], out=new_day[1:])
         new_day[1:] |= age_days[1:] != age_days[:-1]
-    days = np.bincount(cust_bucket[new_day], minlength=c * slots).reshape(c, slots)
-    for i in range(1, n_buckets):
-        days[:, i] += days[:, i - 1]
+    days = _nest(np.bincount(cust_bucket[new_day], minlength=c * slots).reshape(c, slots), n_buckets)
     out[:, lay["active_days"]] = days[:, rows]
 
     n_ch = spec.n_channels
-    channels = np.bincount(cust_bucket * n_ch + a.channel, minlength=c * slots * n_ch).reshape(c, slots, n_ch)
-    for i in range(1, n_buckets):
-        channels[:, i] += channels[:, i - 1]
+    channels = _nest(np.bincount(cust_bucket * n_ch + a.channel, minlength=c * slots * n_ch).reshape(c, slots, n_ch), n_buckets)
     out[:, lay["channel_counts"]] = channels[:, n_buckets - 1, :-1]
     direction = (channels[:, rows].reshape(c * b, n_ch) @ spec.direction_matrix).reshape(c, b, 2)
     out[:, lay["direction_counts"]].reshape(c, 2, b)[...] = direction.transpose(0, 2, 1)
@@ -375,11 +368,8 @@ def _fill(a: EventArrays, t: int, spec: FeatureSpec, out: np.ndarray) -> None:
     purchase = np.flatnonzero(spec.type_purchase[et] & valid)
     amount = a.amount[purchase]
     window = np.searchsorted(spec.windows, age_days[purchase], side="right")
-    spend = np.bincount(window * c + cust[purchase], weights=np.where(np.isnan(amount), 0.0, amount), minlength=b * c)
-    spend = spend.reshape(b, c)
-    for i in range(1, b):
-        spend[i] += spend[i - 1]
-    out[:, lay["spend"]] = spend.T
+    spend = np.bincount(cust[purchase] * b + window, weights=np.where(np.isnan(amount), 0.0, amount), minlength=c * b)
+    out[:, lay["spend"]] = _nest(spend.reshape(c, b), b)
 
     # First and last visible timestamp per (customer, type); stages and groups reduce over their types.
     key = (cust * (k + 1) + et)[valid]
@@ -426,6 +416,14 @@ def _fill(a: EventArrays, t: int, spec: FeatureSpec, out: np.ndarray) -> None:
     out[:, lay["purchases"]] = _purchase_stats(cust[purchase], ts[purchase], amount, c, t)
 
 
+def _nest(counts: np.ndarray, n: int) -> np.ndarray:
+    """Running sum in place over axis 1's first ``n`` age buckets: bucket i then holds every event
+    younger than edge i, so nested windows are rows of it (later slots, e.g. the future, stay apart)."""
+    for i in range(1, n):
+        counts[:, i] += counts[:, i - 1]
+    return counts
+
+
 def _days_since(t: int, ts: np.ndarray) -> np.ndarray:
     """(t - ts) in days; NaN where ``ts`` is a never-seen sentinel."""
     seen = (ts != _NEVER_LATE) & (ts != _NEVER_EARLY)
@@ -468,35 +466,6 @@ def _purchase_stats(pc: np.ndarray, pt: np.ndarray, pa: np.ndarray, c: int, t: i
         last = np.empty(len(gc), dtype=bool)  # last gap of each customer
         last[-1] = True
         np.not_equal(gc[1:], gc[:-1], out=last[:-1])
-        res[gc[last], 5] = gaps[last]
-    return res
-    boundary = np.empty(len(pc), dtype=bool)
-    boundary[0] = True
-    boundary[1:] = pc[1:] != pc[:-1]
-    firsts = np.flatnonzero(boundary)
-    res[pc[firsts], 0] = (t - pt[firsts]) / DAY_NS
-    has_amount = ~np.isnan(pa)
-    n_amount = np.bincount(pc, weights=has_amount, minlength=c)
-    total = np.bincount(pc, weights=np.where(has_amount, pa, 0.0), minlength=c)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        res[:, 1] = np.where(n_amount > 0, total / n_amount, np.nan)
-    biggest = np.full(c, -np.inf)
-    np.maximum.at(biggest, pc[has_amount], pa[has_amount])
-    res[:, 2] = np.where(np.isfinite(biggest), biggest, np.nan)
-
-    same = ~boundary[1:]
-    gaps = ((pt[1:] - pt[:-1]) / DAY_NS)[same]
-    if len(gaps):
-        gc = pc[1:][same]
-        n = np.bincount(gc, minlength=c)
-        sums = np.bincount(gc, weights=gaps, minlength=c)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = sums / n
-            # Two passes (deviations from each customer's mean): exact where sum-of-squares cancels.
-            spread = np.bincount(gc, weights=(gaps - mean[gc]) ** 2, minlength=c)
-            res[:, 3] = mean
-            res[:, 4] = np.sqrt(spread / n)
-        last = np.r_[gc[1:] != gc[:-1], True]
         res[gc[last], 5] = gaps[last]
     return res
 

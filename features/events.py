@@ -265,7 +265,7 @@ def _ids(raw: pd.Series, name: str, what: str) -> pd.Series:
 
 
 def _vocabulary(
-    raw: pd.Series, known: tuple[str, ...], policy: str, name: str, column: str, summary: ValidationSummary
+    raw: pd.Series, known: tuple[str, ...], policy: str, policy_field: str, name: str, column: str, summary: ValidationSummary
 ) -> pd.Series:
     values = raw.astype("string").str.strip()
     unknown = values.notna() & ~values.isin(known)
@@ -276,8 +276,7 @@ def _vocabulary(
             raise EventDataError(
                 f"{name}: column {column!r} has values the funnel config does not know: {listing}"
                 f"{' and more' if len(counts) > 10 else ''}; first at {_rows(unknown, raw)}. "
-                f"Add them to the config, or set {column.replace('event_type', 'unknown_event_types').replace('channel', 'unknown_channels')}"
-                ": map_to_other"
+                f"Add them to the config, or set {policy_field}: map_to_other"
             )
         values = values.mask(unknown, OTHER)
         summary.alter(f"{column} not in config mapped to {OTHER!r} ({listing})", int(unknown.sum()))
@@ -303,9 +302,13 @@ def validate_events(
     if nulls.any():
         raise EventDataError(f"{source}: column 'event_type' has {int(nulls.sum()):,} null values: {_rows(nulls)}")
     out["timestamp"] = _parse_timestamps(raw["timestamp"], config, source)
-    out["event_type"] = _vocabulary(raw["event_type"], config.event_types, config.unknown_event_types, source, "event_type", summary)
+    out["event_type"] = _vocabulary(
+        raw["event_type"], config.event_types, config.unknown_event_types, "unknown_event_types", source, "event_type", summary
+    )
     if "channel" in raw.columns:
-        out["channel"] = _vocabulary(raw["channel"], config.channel_names, config.unknown_channels, source, "channel", summary)
+        out["channel"] = _vocabulary(
+            raw["channel"], config.channel_names, config.unknown_channels, "unknown_channels", source, "channel", summary
+        )
     else:
         out["channel"] = pd.Series(pd.NA, index=raw.index, dtype="string")
     out["amount"] = _amounts(raw, source)
