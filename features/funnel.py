@@ -77,6 +77,29 @@ class ReadinessConfig(_Strict):
     max_share_sparse_customers: float = Field(0.5, ge=0, le=1)
 
 
+class TrainingConfig(_Strict):
+    """How models are trained and promoted (read by ``training/``; features never look here)."""
+
+    targets: list[Literal["convert", "churn"]] = Field(
+        default_factory=lambda: ["convert", "churn"], min_length=1, description="Which models to train."
+    )
+    folds: int = Field(3, ge=1, le=24, description="Rolling-origin backtest folds; the latest one's model is registered.")
+    validation_cutoffs: int = Field(2, ge=1, description="Cutoffs per fold for early stopping and calibration.")
+    calibration: Literal["isotonic", "sigmoid"] = "isotonic"
+    class_weight: Literal["balanced"] | None = None
+    seed: int = 0
+    early_stopping_rounds: int = Field(50, ge=1)
+    lightgbm: dict[str, float | int | str | bool] = Field(
+        default_factory=lambda: {"learning_rate": 0.03, "num_leaves": 15},
+        description="LightGBM parameters (scikit-learn names) over funnelcast's defaults.",
+    )
+    model_name_prefix: Name = "funnelcast"
+    champion_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
+    champion_tolerance: float = Field(
+        0.005, ge=0, description="A new model is promoted unless it is worse than the champion by more than this."
+    )
+
+
 class FunnelConfig(_Strict):
     """A validated funnel. Stage order is the journey's order; each event type evidences at most one stage."""
 
@@ -97,6 +120,7 @@ class FunnelConfig(_Strict):
     features: FeatureWindows = FeatureWindows()
     snapshots: SnapshotConfig = SnapshotConfig()
     readiness: ReadinessConfig = ReadinessConfig()
+    training: TrainingConfig = TrainingConfig()
 
     @field_validator("source_timezone")
     @classmethod

@@ -72,6 +72,10 @@ SILENT_BASE = np.array([0.007, 0.005, 0.0035, 0.003, 0.002])
 SILENT_INTENT = np.array([3.5, 0.7, 0.25])
 SILENT_MOOD = np.array([1.0, 3.5])
 OFFER_DAYS = 60
+OFFER_DELAY_DAYS = (20, 90)
+OFFER_SEGMENTS: tuple[str, ...] | None = None
+ENGAGEMENT_SD = 0.45  # spread of the static engagement trait (log scale)
+FIT_SD = 0.35  # spread of the static fit trait
 P_CANCEL = 0.6
 
 ROLES = ("browse", "advance", "repeat", "support", "touch", "open", "impression")
@@ -173,6 +177,64 @@ class _Model:
         return m
 
 
+class _HistoryFilter:
+    """Bayes filter over each customer's hidden (intent, mood, silent) state given what the event
+    log shows: the day's emissions by role, purchases, outbound touches, loyalty offers and
+    cancellations. Stage and static traits are known to it; intent, mood and whether the customer
+    is still alive are not. Its belief at a cutoff gives the *best achievable* probabilities for
+    a model that sees the same history (and knew the traits): the truth columns ``*_given_history``.
+    """
+
+    def __init__(self, model: _Model, z0: np.ndarray, n: int) -> None:
+        self.model = model
+        self.belief = np.zeros((n, 6))
+        self.belief[:, 0::2] = z0  # arrive alive, in a good mood, intent from the arrival distribution
+        self.zz = np.repeat(np.arange(N_Z), 2)[None, :]
+        self.mm = np.tile(np.arange(2), N_Z)[None, :]
+        self.role_total = model.base.sum(axis=2)  # (R, S)
+
+    def update(self, idx, s, tr: Traits, season, holiday, offer_active, counts, offer_expected, offer_seen,
+               cancel, touched, bought) -> None:
+        b = self.belief[idx]
+        dead = np.clip(1.0 - b.sum(axis=1), 0.0, 1.0)
+        trb = Traits(**{f: getattr(tr, f)[:, None] for f in tr.__dataclass_fields__})
+        mult = self.model.multipliers(s[:, None], self.zz, self.mm, trb, season, holiday, offer_active[:, None])
+        lam = mult * self.role_total[:, s].T[:, None, :]  # (m, 6, R)
+        n_r = counts[:, None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ll = (np.where(n_r > 0, n_r * np.log(lam), 0.0) - lam).sum(axis=2)
+        # An alive customer gets a due loyalty offer; a silent one gets nothing at all.
+        ll = np.where((offer_expected & ~offer_seen)[:, None], -np.inf, ll)
+        ll_dead = np.where((counts.sum(axis=1) > 0) | offer_seen, -np.inf, 0.0)
+        top = np.maximum(np.where(b > 0, ll, -np.inf).max(axis=1), np.where(dead > 0, ll_dead, -np.inf))
+        top = np.where(np.isfinite(top), top, 0.0)
+        w = b * np.exp(ll - top[:, None])
+        wd = dead * np.exp(ll_dead - top)
+        total = w.sum(axis=1) + wd
+        w /= total[:, None]
+        wd = wd / total
+        # Going silent today (with a cancellation, seen, at P_CANCEL from the purchase stage on).
+        kappa = self.model.silent_hazard(s[:, None], self.zz, self.mm, trb, offer_active[:, None])
+        quiet_share = np.where(s >= 3, 1 - P_CANCEL, 1.0)
+        wd = wd + (w * kappa).sum(axis=1) * quiet_share
+        w = w * (1 - kappa)
+        norm = w.sum(axis=1) + wd
+        w /= norm[:, None]
+        w[cancel] = 0.0
+        # Intent and mood move on the alive paths, with the day's touches and purchases as seen.
+        p_frustrate = 1 - (1 - FRUSTRATION_BASE) * np.where(bought, 1 - tr.service_risk, 1.0)
+        new = np.zeros_like(w)
+        for zi in range(N_Z):
+            t_row = INTENT_T[zi][None, :] + touched[:, None] * NUDGE_T[zi][None, :]
+            for mi in range(2):
+                mass = w[:, zi * 2 + mi]
+                to_mood = (1 - p_frustrate, p_frustrate) if mi == 0 else (np.full(len(w), RECOVERY), np.full(len(w), 1 - RECOVERY))
+                for zj in range(N_Z):
+                    for mj in range(2):
+                        new[:, zj * 2 + mj] += mass * t_row[:, zj] * to_mood[mj]
+        self.belief[idx] = new
+
+
 def _day_factors(day: pd.Timestamp) -> tuple[float, float]:
     return float(_season(day.day_of_year)), _holiday(day.month, day.day)
 
@@ -190,6 +252,7 @@ def exact_probabilities(
     horizon: int,
     kill_types: np.ndarray,
     kill_on_cancel: bool = False,
+    belief: np.ndarray | None = None,
 ) -> np.ndarray:
     """P(at least one event of ``kill_types`` — or a cancellation, if ``kill_on_cancel`` — in days [d0, d0+horizon)).
 
@@ -198,12 +261,18 @@ def exact_probabilities(
     event is exp(-sum of killing rates), and transitions triggered by non-killing emissions use
     their marginal probabilities. Stage is constant on the no-kill paths of every target we ask
     (any stage advance is itself a kill event or a qualifying event).
+
+    ``belief`` (n, 6), if given, replaces the known state by a distribution over the alive
+    (intent, mood) states (the silent state holds the rest of the mass): the answer is linear in it.
     """
     n = len(stage)
     zz = np.repeat(np.arange(N_Z), 2)[None, :]  # 6 alive states: (z, mood)
     mm = np.tile(np.arange(2), N_Z)[None, :]
-    pi = np.zeros((n, 6))
-    pi[np.arange(n), z * 2 + mood] = alive.astype(float)
+    if belief is None:
+        pi = np.zeros((n, 6))
+        pi[np.arange(n), z * 2 + mood] = alive.astype(float)
+    else:
+        pi = np.array(belief, dtype=float)
     killed = np.zeros(n)
     s = stage[:, None]
     trb = Traits(**{f: getattr(tr, f)[:, None] for f in tr.__dataclass_fields__})
@@ -271,6 +340,14 @@ class Simulation:
         return paths
 
 
+def _offer_delay(rng: np.random.Generator, segment: np.ndarray) -> np.ndarray:
+    """Days from first purchase to the loyalty offer (inf = never offered)."""
+    draw = rng.random(len(segment))
+    delay = rng.integers(*OFFER_DELAY_DAYS, len(segment)).astype(float)
+    offered = np.isin(segment, OFFER_SEGMENTS) if OFFER_SEGMENTS is not None else draw < 0.5
+    return np.where(offered, delay, np.inf)
+
+
 def _choice(rng: np.random.Generator, table: tuple[tuple[str, float], ...], n: int) -> np.ndarray:
     names, weights = zip(*table)
     w = np.asarray(weights) / sum(weights)
@@ -314,13 +391,13 @@ def simulate(
     fit_shift = np.array([ACQ_EFFECT[a][0] for a in acquisition]) + np.select([segment == "enterprise"], [-0.3], 0.0)
     country_risk = np.select([country == "IN", country == "BR", country == "DE"], [1.6, 1.4, 0.8], 1.0)
     traits = Traits(
-        engagement=np.exp(rng.normal(0.0, 0.45, n)),
-        fit=rng.normal(0.0, 0.35, n) + fit_shift,
+        engagement=np.exp(rng.normal(0.0, ENGAGEMENT_SD, n)),
+        fit=rng.normal(0.0, FIT_SD, n) + fit_shift,
         value=np.exp(rng.normal(np.log(60.0), 0.6, n)) * seg_value,
         service_risk=np.clip(0.10 * country_risk * np.exp(rng.normal(0, 0.5, n)), 0, 0.9),
         touch_factor=np.select([segment == "enterprise", segment == "smb"], [1.8, 1.2], 1.0),
         silent_factor=np.exp(rng.normal(0.0, 0.35, n)) * np.select([segment == "enterprise"], [0.6], 1.0),
-        offer_delay=np.where(rng.random(n) < 0.5, rng.integers(20, 90, n).astype(float), np.inf),
+        offer_delay=_offer_delay(rng, segment),
     )
     # Arrivals: most of the population arrives in the first 85% of the period, seasonally.
     days = np.arange(int(n_days * 0.85))
@@ -331,13 +408,15 @@ def simulate(
     ids = np.array([f"c{i:07d}" for i in range(n)], dtype=object)[order.argsort()]
 
     stage = np.full(n, -1, dtype=np.int64)
-    z = rng.choice(N_Z, size=n, p=[0.35, 0.5, 0.15])
+    z0 = np.array([0.35, 0.5, 0.15])
+    z = rng.choice(N_Z, size=n, p=z0)
     mood = np.zeros(n, dtype=np.int64)
     alive = np.ones(n, dtype=bool)
     offer_day = np.full(n, np.inf)
 
     cutoffs = snapshot_cutoffs(start_ts, end_ts, config)
     cutoff_days = {int((c - start_ts).days): c for c in cutoffs}
+    history = _HistoryFilter(model, z0, n) if truth else None
     conv_kill_by_stage = [model.type_mask([t for t, si in config.stage_of_event_type.items() if si > s]) for s in range(len(STAGES))]
     qualifying = model.type_mask(config.qualifying_event_types)
     explicit = config.churn.definition == "explicit"
@@ -367,7 +446,7 @@ def simulate(
             seen = np.flatnonzero(arrival < d)
             truth_parts.append(
                 _truth_at(model, config, seen, stage, z, mood, alive, traits, offer_day, d, start_ts, cutoff_days[d], ids,
-                          conv_kill_by_stage, churn_kill, explicit)
+                          conv_kill_by_stage, churn_kill, explicit, history.belief)
             )
         # Arrivals emit their first awareness event.
         new = np.arange(first_arrival[d], first_arrival[d + 1])
@@ -444,6 +523,20 @@ def simulate(
         ev_ch.append(chan.astype(np.int8))
         ev_f.append(frac.astype(np.float32))
 
+        if history is not None:
+            # What the event log shows today, for every arrived customer (silent ones show nothing).
+            obs = np.flatnonzero((stage >= 0) & (arrival < d))
+            at = np.searchsorted(obs, act)
+            shown = np.zeros((len(obs), counts.shape[1]))
+            shown[at] = counts
+            flags = np.zeros((4, len(obs)), dtype=bool)  # offer seen, cancellation, touched, bought
+            flags[0, at[offered]] = True
+            flags[1, at[cancel]] = True
+            flags[2, at] = touched
+            flags[3, at] = bought
+            offer_o = (offer_day[obs] <= d) & (d < offer_day[obs] + OFFER_DAYS)
+            history.update(obs, stage[obs], traits.take(obs), season, holiday, offer_o, shown, offer_day[obs] == d,
+                           flags[0], flags[1], flags[2], flags[3])
         stage[act] = new_stage
         z[act] = z_new
         mood[act] = mood_new
@@ -494,39 +587,46 @@ def simulate(
         }
     ).sort_values("customer_id", ignore_index=True)
     truth_frame = pd.concat(truth_parts, ignore_index=True) if truth_parts else pd.DataFrame(
-        columns=["customer_id", "cutoff", "stage", "p_next_stage", "p_churn"]
+        columns=["customer_id", "cutoff", "stage", "p_next_stage", "p_churn", "p_next_stage_given_history", "p_churn_given_history"]
     )
     return Simulation(events=events, customers=customers, truth=truth_frame, start=start_ts, end=end_ts)
 
 
 def _truth_at(model, config, seen, stage, z, mood, alive, traits, offer_day, d, start, cutoff, ids,
-              conv_kill_by_stage, churn_kill, explicit) -> pd.DataFrame:
-    """Exact P(next stage within the conversion horizon) and P(churn within the churn horizon) at day ``d``."""
+              conv_kill_by_stage, churn_kill, explicit, belief) -> pd.DataFrame:
+    """Exact P(next stage within the conversion horizon) and P(churn within the churn horizon) at day
+    ``d``: from the hidden state (``p_next_stage``, ``p_churn``) and from the history filter's
+    belief about it (``p_next_stage_given_history``, ``p_churn_given_history``)."""
     s = stage[seen]
-    p_next = np.full(len(seen), np.nan)
-    p_churn = np.full(len(seen), np.nan)
     tr = traits.take(seen)
-    for st in range(len(STAGES) - 1):
-        rows = np.flatnonzero(s == st)
+    out = {}
+    for suffix, start_belief in (("", None), ("_given_history", belief[seen])):
+        p_next = np.full(len(seen), np.nan)
+        p_churn = np.full(len(seen), np.nan)
+        for st in range(len(STAGES) - 1):
+            rows = np.flatnonzero(s == st)
+            if len(rows):
+                p_next[rows] = exact_probabilities(
+                    model, s[rows], z[seen][rows], mood[seen][rows], alive[seen][rows], tr.take(rows), offer_day[seen][rows],
+                    d, start, config.conversion.horizon_days, conv_kill_by_stage[st],
+                    belief=None if start_belief is None else start_belief[rows],
+                )
+        rows = np.flatnonzero(s >= config.churn_stage_index)
         if len(rows):
-            p_next[rows] = exact_probabilities(
+            p_kill = exact_probabilities(
                 model, s[rows], z[seen][rows], mood[seen][rows], alive[seen][rows], tr.take(rows), offer_day[seen][rows],
-                d, start, config.conversion.horizon_days, conv_kill_by_stage[st],
+                d, start, config.churn.horizon_days, churn_kill, kill_on_cancel=explicit,
+                belief=None if start_belief is None else start_belief[rows],
             )
-    rows = np.flatnonzero(s >= config.churn_stage_index)
-    if len(rows):
-        p_kill = exact_probabilities(
-            model, s[rows], z[seen][rows], mood[seen][rows], alive[seen][rows], tr.take(rows), offer_day[seen][rows],
-            d, start, config.churn.horizon_days, churn_kill, kill_on_cancel=explicit,
-        )
-        # Inactivity churn is the *absence* of qualifying events; explicit churn is a cancellation.
-        p_churn[rows] = p_kill if explicit else 1.0 - p_kill
+            # Inactivity churn is the *absence* of qualifying events; explicit churn is a cancellation.
+            p_churn[rows] = p_kill if explicit else 1.0 - p_kill
+        out[f"p_next_stage{suffix}"] = p_next
+        out[f"p_churn{suffix}"] = p_churn
     return pd.DataFrame(
         {
             "customer_id": pd.array(ids[seen], dtype="string"),
             "cutoff": cutoff,
             "stage": pd.Categorical.from_codes(s, categories=list(STAGES)),
-            "p_next_stage": p_next,
-            "p_churn": p_churn,
+            **out,
         }
     )

@@ -47,11 +47,12 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from features.events import EventDataError
         from features.funnel import ConfigError
+        from training.errors import TrackingError
 
         try:
             return fn(*args, **kwargs)
-        except (EventDataError, ConfigError, UserError, ValueError, OSError) as exc:
-            kind = "config" if isinstance(exc, ConfigError) else "input"
+        except (EventDataError, ConfigError, UserError, ValueError, OSError, TrackingError) as exc:
+            kind = "config" if isinstance(exc, ConfigError) else "tracking store" if isinstance(exc, TrackingError) else "input"
             err.print(f"[bold red]funnelcast {fn.__name__.replace('_cmd', '').replace('_', '-')}: bad {kind}.[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
@@ -271,15 +272,122 @@ def _print_training_summary(table, cfg) -> None:
     out.print(t)
 
 
+TrackingOpt = Annotated[
+    Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a local SQLite store in --mlflow-dir).")
+]
+MlflowDirOpt = Annotated[
+    Optional[Path], typer.Option("--mlflow-dir", help="Folder of the embedded MLflow store (SQLite + artifacts); default mlruns/ unless MLFLOW_TRACKING_URI is set.")
+]
+
+
+def _find_truth(events: str, truth: str | None):
+    """The simulator's truth table: --truth, else truth.parquet beside a local events file or folder."""
+    import pandas as pd
+
+    if truth is not None:
+        path = Path(truth)
+        if not path.exists():
+            raise UserError(f"--truth {truth!r} does not exist")
+    else:
+        if "://" in events:
+            return None
+        path = Path(events).parent / "truth.parquet"
+        if not path.exists():
+            return None
+    frame = pd.read_parquet(path) if path.suffix.lower() != ".csv" else pd.read_csv(path)
+    return frame
+
+
+def _train(table, cfg, *, truth, events, customers, tracking_uri, mlflow_dir, report_dir, force, tune):
+    from training.train import train
+
+    with _progress() as bar:
+        task = bar.add_task("training", total=None)
+        return train(
+            table, cfg, truth=truth, events=events, customers=customers, tracking_uri=tracking_uri, home=mlflow_dir,
+            report_dir=report_dir, force=force, tune_trials=tune,
+            progress=lambda message: bar.update(task, description=message),
+        )
+
+
+def _print_training_result(result) -> None:
+    def f(x, digits=3):
+        return "-" if x is None else f"{x:.{digits}f}"
+
+    has_oracle = any("oracle_roc_auc" in e for e in result.entries.values())
+    t = Table(title="test metrics on the latest backtest fold (LightGBM, calibrated)")
+    cols = ["target", "rows", "pos. rate", "ROC-AUC"] + (["oracle", "gap"] if has_oracle else []) + [
+        "logistic", "recency/freq.", "PR-AUC", "ECE", "top-10% lift", "version"]
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("target", "version") else "right")
+    for key, e in result.entries.items():
+        if "skipped" in e:
+            t.add_row(key, *["-"] * (len(cols) - 2), "skipped")
+            continue
+        rate = e["test_positives"] / e["test_rows"] if e["test_rows"] else float("nan")
+        row = [key, f"{e['test_rows']:,}", f"{rate:.1%}", f(e["test_roc_auc"])]
+        if has_oracle:
+            row += [f(e.get("oracle_roc_auc")), f(e.get("gap_to_oracle_roc_auc"))]
+        row += [f(e.get("logistic_test_roc_auc")), f(e.get("recency_frequency_test_roc_auc")), f(e["test_pr_auc"]),
+                f(e["test_ece"]), f(e["test_top_decile_lift"], 2), f"v{e['model_version']} {e['alias']}"]
+        t.add_row(*row)
+    out.print(t)
+    for target, tr in result.targets.items():
+        b = tr.backtest.summary()["lightgbm"]
+        out.print(
+            f"{target}: {tr.model_name} version {tr.version} -> {tr.decision.alias} ({tr.decision.reason}); "
+            f"backtest over {len(tr.backtest.folds)} folds: ROC-AUC {b['roc_auc_mean']:.3f} ± {b['roc_auc_std']:.3f}, "
+            f"ECE {b['ece_mean']:.3f} ± {b['ece_std']:.3f}; report -> {tr.report}",
+            highlight=False,
+        )
+    for w in result.warnings:
+        out.print(f"[yellow]warning:[/] {w}", highlight=False)
+    out.print(f"MLflow: {result.tracking_uri} (run {result.parent_run_id})", highlight=False)
+
+
+@app.command("train")
+@_friendly
+def train_cmd(
+    events: EventsOpt,
+    customers: CustomersOpt = None,
+    truth: Annotated[Optional[str], typer.Option("--truth", help="Simulator truth table (default: truth.parquet beside the events).")] = None,
+    data_end: Annotated[Optional[str], typer.Option("--data-end", help="End of observation (default: just after the last event).")] = None,
+    as_of: AsOfOpt = None,
+    tune: Annotated[int, typer.Option("--tune", min=0, help="Optuna trials on the latest fold's validation cutoffs (0: no tuning).")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Make the new models champions whatever the comparison says.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object keyed by target.")] = False,
+    report_dir: Annotated[Path, typer.Option("--report-dir", help="Where the HTML reports and plots go.")] = Path("funnelcast-report"),
+    tracking_uri: TrackingOpt = None,
+    mlflow_dir: MlflowDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Backtest, calibrate and register conversion and churn models; print their metrics."""
+    cfg = _config(config)
+    ev, cust, summary = _load(events, customers, cfg, as_of)
+    truth_frame = _find_truth(events, truth)
+    if not as_json:
+        _print_summary(summary)
+    table = _training_set(ev, cust, cfg, data_end)
+    result = _train(table, cfg, truth=truth_frame, events=ev, customers=cust, tracking_uri=tracking_uri,
+                    mlflow_dir=mlflow_dir, report_dir=report_dir, force=force, tune=tune)
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return
+    _print_training_result(result)
+
+
 @app.command("demo")
 @_friendly
 def demo_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write everything.")] = Path("demo-output"),
     customers: Annotated[int, typer.Option("--customers", min=100)] = 20_000,
     seed: Annotated[int, typer.Option("--seed")] = 7,
+    tracking_uri: TrackingOpt = None,
+    mlflow_dir: Annotated[Optional[Path], typer.Option("--mlflow-dir", help="Embedded MLflow store (default: OUT/mlruns).")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """The main job on simulated data: simulate, validate, check readiness, build the training set."""
+    """The main job on simulated data: simulate, validate, check readiness, build the training set,
+    train and register conversion and churn models, and compare them with the oracle and baselines."""
     from features.events import read_customers, read_events
     from features.readiness import assess
     from features.simulate import simulate
@@ -304,7 +412,13 @@ def demo_cmd(
     path = _write(table, str(out_dir / "training_set.parquet"))
     out.print("[bold]4. training set[/]", highlight=False)
     _print_training_summary(table, cfg)
-    out.print(f"training set -> {path}; truth (true probabilities) -> {paths['truth']}; done in {time.perf_counter() - t0:.0f} s", highlight=False)
+    out.print(f"training set -> {path}; truth (true probabilities) -> {paths['truth']}", highlight=False)
+    out.print("[bold]5. trained, calibrated and registered[/] (oracle = the simulator's true probabilities)", highlight=False)
+    result = _train(table, cfg, truth=sim.truth, events=ev, customers=cust, tracking_uri=tracking_uri,
+                    mlflow_dir=out_dir / "mlruns" if mlflow_dir is None else mlflow_dir,
+                    report_dir=out_dir / "report", force=False, tune=0)
+    _print_training_result(result)
+    out.print(f"done in {time.perf_counter() - t0:.0f} s", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,10 @@ import pytest
 
 from features.funnel import FunnelConfig, load_config
 
+# Test processes share the cores (pytest -n auto): one LightGBM thread each, or OpenMP spinning
+# makes boosting tens of times slower.
+os.environ.setdefault("FUNNELCAST_THREADS", "1")
+
 POSTGRES_URL = os.environ.get("FUNNELCAST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -54,3 +58,19 @@ def postgres_table(postgres_url: str):
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"'))
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def small_sim(config):
+    """A 4,000-customer simulation with truth: big enough for every target to train, small enough to be quick."""
+    from features.simulate import simulate
+
+    return simulate(4000, config, seed=11)
+
+
+@pytest.fixture(scope="session")
+def small_table(small_sim, config):
+    """The training set of :func:`small_sim`."""
+    from features.snapshots import build_training_set
+
+    return build_training_set(small_sim.events, small_sim.customers, config, data_end=small_sim.end)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,9 @@ EXE = shutil.which("funnelcast", path=str(Path(sys.executable).parent)) or "funn
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "FUNNELCAST_THREADS": os.environ.get("FUNNELCAST_THREADS", "1")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=600, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +82,41 @@ def test_features_one_row_per_customer(simdir, tmp_path):
     pd.testing.assert_series_equal(got[before.index].astype(int), before.astype(int), check_names=False)
 
 
-def test_demo_runs_the_main_job_end_to_end(tmp_path):
-    r = run("demo", "--out", str(tmp_path), "--customers", "300", "--seed", "1")
+@pytest.mark.slow
+def test_demo_runs_the_main_job_end_to_end_and_train_retrains_on_its_data(tmp_path):
+    r = run("demo", "--out", str(tmp_path), "--customers", "2500", "--seed", "1")
     assert r.returncode == 0, r.stderr
-    for step in ("1. simulated", "2. validated", "3. readiness", "4. training set"):
+    for step in ("1. simulated", "2. validated", "3. readiness", "4. training set", "5. trained"):
         assert step in r.stdout
     table = pd.read_parquet(tmp_path / "training_set.parquet")
-    assert len(table) > 100 and table["customer_id"].nunique() > 50
+    assert len(table) > 1000 and table["customer_id"].nunique() > 500
     assert (tmp_path / "sim" / "truth.parquet").exists()
+    for target in ("convert", "churn"):
+        assert (tmp_path / "report" / f"report_{target}.html").exists()
+        assert f"funnelcast-{target} version 1 -> champion" in r.stdout
+    assert "oracle" in r.stdout and (tmp_path / "mlruns" / "mlflow.db").exists()
+
+    # `train` on the demo's data and store: the truth beside the events is found, the new versions
+    # match the champions on the same fold (same data, config and seed) and so become champions.
+    sim = tmp_path / "sim"
+    r = run("train", "--events", str(sim / "events.parquet"), "--customers", str(sim / "customers.parquet"),
+            "--as-of", "2026-01-01", "--json", "--mlflow-dir", str(tmp_path / "mlruns"), "--report-dir", str(tmp_path / "r2"))
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert {"convert", "churn", "convert:awareness->interest"} <= set(result)
+    for target in ("convert", "churn"):
+        entry = result[target]
+        assert entry["model_version"] == "2" and entry["alias"] == "champion"
+        assert "not worse than the champion" in entry["decision"]
+        assert entry["oracle_roc_auc"] is not None and entry["logistic_test_roc_auc"] is not None
+
+
+def test_train_on_too_little_data_exits_2_naming_the_counts(simdir, tmp_path):
+    r = run("train", "--events", str(simdir / "events.parquet"), "--mlflow-dir", str(tmp_path / "mlruns"),
+            "--as-of", "2024-12-01")
+    assert r.returncode == 2
+    assert "no target has enough labelled data" in r.stderr and "positives" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_training_set_command(simdir, tmp_path):

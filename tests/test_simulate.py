@@ -87,9 +87,13 @@ def test_truth_covers_the_config_cutoffs_and_its_stage_matches_observed_stage(si
     assert (joined["stage"].astype(str) == joined["stage_true"].astype(str)).all()
 
 
-@pytest.mark.parametrize(("label", "truth"), [("convert_label", "p_next_stage"), ("churn_label", "p_churn")])
+@pytest.mark.parametrize(("label", "truth"), [
+    ("convert_label", "p_next_stage"), ("churn_label", "p_churn"),
+    ("convert_label", "p_next_stage_given_history"), ("churn_label", "p_churn_given_history"),
+])
 def test_truth_is_calibrated_against_realised_labels(joined, label, truth):
-    """The exact truth predicts what the simulator then does: means and deciles match observed rates."""
+    """The exact truth predicts what the simulator then does: means and deciles match observed rates.
+    The same holds for the truth given history (a wrong Bayes filter would be miscalibrated)."""
     d = joined[joined[label].notna()]
     y = d[label].astype(float).to_numpy()
     p = d[truth].to_numpy()
@@ -100,6 +104,21 @@ def test_truth_is_calibrated_against_realised_labels(joined, label, truth):
     by = pd.DataFrame({"y": y, "p": p, "bin": bins}).groupby("bin", observed=True)[["y", "p"]].mean()
     assert (by["y"] - by["p"]).abs().max() < 0.04
     assert roc_auc_score(y, p) > 0.8
+
+
+@pytest.mark.parametrize(("label", "truth"), [("convert_label", "p_next_stage"), ("churn_label", "p_churn")])
+def test_history_truth_is_blurrier_than_hidden_state_truth(joined, label, truth):
+    """Knowing the hidden state beats knowing only the history: higher AUC and lower log loss, and the
+    history truth is the hidden truth averaged over what the history leaves open (same mean)."""
+    from sklearn.metrics import log_loss
+
+    d = joined[joined[label].notna()]
+    y = d[label].astype(float).to_numpy()
+    hidden, history = d[truth].to_numpy(), d[f"{truth}_given_history"].to_numpy()
+    assert roc_auc_score(y, hidden) > roc_auc_score(y, history) + 0.005
+    assert log_loss(y, np.clip(hidden, 1e-9, 1 - 1e-9)) < log_loss(y, np.clip(history, 1e-9, 1 - 1e-9))
+    assert abs(hidden.mean() - history.mean()) < 0.01
+    assert np.corrcoef(hidden, history)[0, 1] > 0.7
 
 
 def test_latent_traits_matter_beyond_what_behaviour_shows(joined):
@@ -119,6 +138,7 @@ def test_explicit_churn_truth_is_calibrated(config):
     d = t[t["churn_label"].notna()]
     assert d["churn_label"].sum() > 30
     assert abs(d["churn_label"].astype(float).mean() - d["p_churn"].mean()) < 0.01
+    assert abs(d["churn_label"].astype(float).mean() - d["p_churn_given_history"].mean()) < 0.01
 
 
 def test_refuses_a_funnel_it_does_not_speak(config):

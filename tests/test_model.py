@@ -1,0 +1,321 @@
+"""The fitted target model and its baselines (training/model.py, training/baselines.py).
+
+Frame-to-matrix conversion and the column contract are checked on hand-built frames; the calibrator
+on samples from a known logistic model; LightGBM and the baselines on a small synthetic churn table
+whose generating probabilities are known, for reproducibility, invariance, direction and minimum
+functionality.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import roc_auc_score
+
+from features.funnel import load_config
+from training.baselines import RecencyFrequency, fit_logistic, predict_logistic
+from training.metrics import expected_calibration_error
+from training.model import (
+    PROBABILITY_FLOOR,
+    Calibrator,
+    SchemaError,
+    TargetModel,
+    categorical_vocabularies,
+    feature_columns,
+    fit_target_model,
+    to_matrix,
+)
+
+FAST = {"n_estimators": 200, "learning_rate": 0.1, "min_child_samples": 40}
+PLAN_EFFECT = {"basic": 1.5, "plus": 0.0, "pro": -1.5}
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def churn_table(rows: int, seed: int) -> pd.DataFrame:
+    """Synthetic training-set rows. Churn rises with days since last activity, falls with activity
+    count, and depends strongly on the plan (a pandas categorical); conversion runs the other way."""
+    rng = np.random.default_rng(seed)
+    days = rng.exponential(25.0, rows)
+    days[rng.random(rows) < 0.05] = np.nan  # never active
+    count_90 = rng.poisson(4.0, rows).astype(float)
+    plan = rng.choice(list(PLAN_EFFECT), rows)
+    staleness = np.nan_to_num(days, nan=120.0)
+    churn_logit = -0.8 + 0.04 * staleness - 0.3 * count_90 + np.vectorize(PLAN_EFFECT.get)(plan)
+    convert_logit = -0.5 - 0.04 * staleness + 0.3 * count_90
+    return pd.DataFrame({
+        "customer_id": [f"c{seed}-{i:05d}" for i in range(rows)],
+        "cutoff": pd.Timestamp("2024-03-01", tz="UTC"),
+        "stage": "interest",
+        "days_since_last_activity": days,
+        "count_activity_90d": count_90,
+        "noise": rng.normal(size=rows),
+        "plan": pd.Categorical(plan, categories=list(PLAN_EFFECT)),
+        "churn_label": pd.array((rng.random(rows) < _sigmoid(churn_logit)).astype(int), dtype="Int8"),
+        "convert_label": pd.array((rng.random(rows) < _sigmoid(convert_logit)).astype(int), dtype="Int8"),
+    })
+
+
+# --- feature columns and vocabularies -------------------------------------------------------------
+
+def test_feature_columns_drop_ids_stage_and_labels_in_order() -> None:
+    table = churn_table(5, seed=0)
+    assert feature_columns(table) == ["days_since_last_activity", "count_activity_90d", "noise", "plan"]
+
+
+def test_categorical_vocabularies_find_categoricals_and_strings_only() -> None:
+    frame = pd.DataFrame({
+        "plan": pd.Categorical(["pro", "basic", "pro"], categories=["pro", "basic", "unused"]),
+        "channel": pd.Series(["web", None, "app"], dtype="string"),
+        "region": pd.Series(["north", "south", "north"], dtype=object),
+        "count": [1.0, np.nan, 3.0],
+        "visits": pd.array([1, None, 2], dtype="Int8"),
+        "is_trial": [True, False, True],
+        "ignored": ["a", "b", "c"],
+    })
+    vocab = categorical_vocabularies(frame, ["plan", "channel", "region", "count", "visits", "is_trial"])
+    assert vocab == {
+        "plan": ["basic", "pro", "unused"],  # every declared category, sorted
+        "channel": ["app", "web"],           # missing values are not a category
+        "region": ["north", "south"],
+    }
+
+
+# --- frame to matrix ------------------------------------------------------------------------------
+
+def test_to_matrix_codes_categories_in_vocabulary_order() -> None:
+    frame = pd.DataFrame({
+        "count": [2.0, np.nan, 0.0, 5.5],
+        "plan": pd.Categorical(["basic", "pro", None, "pro"], categories=["basic", "pro"]),
+        "visits": pd.array([1, None, 3, 4], dtype="Int8"),
+        "channel": pd.Series(["web", "app", "app", None], dtype=object),
+    })
+    # The vocabulary's order, not the frame's category order, decides the codes.
+    vocab = {"plan": ["pro", "basic"], "channel": ["app", "web"]}
+    X = to_matrix(frame, ["plan", "count", "visits", "channel"], vocab)
+    expected = np.array([
+        [1.0, 2.0, 1.0, 1.0],
+        [0.0, np.nan, np.nan, 0.0],
+        [np.nan, 0.0, 3.0, 0.0],
+        [0.0, 5.5, 4.0, np.nan],
+    ])
+    assert X.dtype == np.float64
+    np.testing.assert_array_equal(X, expected)
+
+
+def test_to_matrix_unseen_categories_become_missing() -> None:
+    frame = pd.DataFrame({"plan": pd.Categorical(["gold", "pro", "basic"]), "channel": ["fax", "web", "app"]})
+    X = to_matrix(frame, ["plan", "channel"], {"plan": ["basic", "pro"], "channel": ["app", "web"]})
+    np.testing.assert_array_equal(X, [[np.nan, np.nan], [1.0, 1.0], [0.0, 0.0]])
+
+
+def test_to_matrix_unseen_categories_do_not_rely_on_deprecated_pandas() -> None:
+    frame = pd.DataFrame({"plan": ["gold", "pro"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X = to_matrix(frame, ["plan"], {"plan": ["basic", "pro"]})
+    np.testing.assert_array_equal(X, [[np.nan], [1.0]])
+
+
+def test_to_matrix_names_a_numeric_column_holding_text() -> None:
+    frame = pd.DataFrame({"a": ["1.5", "n/a"]})
+    with pytest.raises(SchemaError, match="feature column 'a' must be numeric; row 1 holds 'n/a'"):
+        to_matrix(frame, ["a"], {})
+
+
+def test_to_matrix_ignores_column_order_and_extra_columns() -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"], "extra": [9, 9]})
+    vocab = {"b": ["x", "y"]}
+    np.testing.assert_array_equal(to_matrix(frame[["extra", "b", "a"]], ["a", "b"], vocab),
+                                  to_matrix(frame, ["a", "b"], vocab))
+
+
+def test_to_matrix_names_missing_and_unknown_columns() -> None:
+    frame = pd.DataFrame({"customer_id": ["c1"], "count": [1.0], "tenure": [3.0]})
+    with pytest.raises(SchemaError, match=r"lacks 2 feature column\(s\) the model was fitted on: \['plan', 'recency'\]"
+                                          r"; it has 1 the model does not know: \['tenure'\]"):
+        to_matrix(frame, ["count", "plan", "recency"], {"plan": ["basic"]})
+    with pytest.raises(SchemaError, match=r"lacks 1 feature column\(s\) the model was fitted on: \['plan'\]\. Build"):
+        to_matrix(frame[["customer_id", "count"]], ["count", "plan"], {"plan": ["basic"]})
+
+
+# --- calibration ----------------------------------------------------------------------------------
+
+def _logistic_sample(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    raw = rng.uniform(-4.0, 4.0, rows)
+    return raw, (rng.random(rows) < _sigmoid(raw)).astype(float)
+
+
+def test_isotonic_calibrator_is_monotone_without_collapsing_scores() -> None:
+    raw, y = _logistic_sample(2000, seed=0)
+    calibrator = Calibrator("isotonic").fit(raw, y)
+    grid = np.linspace(np.quantile(raw, 0.2), np.quantile(raw, 0.8), 200)
+    p = calibrator.predict(grid)
+    assert np.all(np.diff(calibrator.predict(np.linspace(-6, 6, 1000))) >= 0)
+    # Strictly increasing inside the fitted range: 200 distinct raw scores, 200 distinct probabilities.
+    assert np.all(np.diff(p) > 0)
+    assert len(np.unique(p)) == 200
+    # Plain isotonic regression is a step function on the same data: the property is not free.
+    plain = IsotonicRegression(out_of_bounds="clip").fit(raw, y).predict(grid)
+    assert len(np.unique(plain)) < 100
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+def test_calibrated_probabilities_stay_off_zero_and_one(method: str) -> None:
+    # Perfectly separated validation labels would make a calibrator certain.
+    raw = np.linspace(-5, 5, 200)
+    y = (raw > 0).astype(float)
+    p = Calibrator(method).fit(raw, y).predict(np.linspace(-50, 50, 101))
+    assert p.min() == pytest.approx(PROBABILITY_FLOOR)
+    assert p.max() == pytest.approx(1 - PROBABILITY_FLOOR)
+    assert np.all((p >= PROBABILITY_FLOOR) & (p <= 1 - PROBABILITY_FLOOR))
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+def test_calibration_repairs_a_misscaled_score(method: str) -> None:
+    rng = np.random.default_rng(11)
+    true_logit = rng.normal(0.0, 1.5, 40_000)
+    y = (rng.random(true_logit.size) < _sigmoid(true_logit)).astype(float)
+    raw = 3.0 * true_logit  # ranks perfectly but is far too confident
+    fit_half, check_half = slice(0, 20_000), slice(20_000, None)
+    assert expected_calibration_error(y[check_half], _sigmoid(raw[check_half])) > 0.1
+    calibrator = Calibrator(method).fit(raw[fit_half], y[fit_half])
+    assert expected_calibration_error(y[check_half], calibrator.predict(raw[check_half])) < 0.02
+
+
+def test_unknown_calibration_method() -> None:
+    with pytest.raises(ValueError, match=r"calibration method 'bogus': use 'isotonic' or 'sigmoid'"):
+        Calibrator("bogus")
+
+
+# --- the LightGBM target model --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tables() -> dict[str, pd.DataFrame]:
+    return {"train": churn_table(3000, seed=1), "valid": churn_table(1500, seed=2), "test": churn_table(2000, seed=3)}
+
+
+def _fit(tables: dict[str, pd.DataFrame], seed: int = 0) -> TargetModel:
+    features = feature_columns(tables["train"])
+    vocab = categorical_vocabularies(tables["train"], features)
+    return fit_target_model("churn", tables["train"], tables["valid"], features, vocab, FAST, seed=seed,
+                            early_stopping_rounds=20, threads=1)
+
+
+@pytest.fixture(scope="module")
+def churn_model(tables: dict[str, pd.DataFrame]) -> TargetModel:
+    return _fit(tables)
+
+
+def test_target_model_remembers_what_it_saw(churn_model: TargetModel) -> None:
+    assert churn_model.target == "churn"
+    assert churn_model.feature_names_ == ["days_since_last_activity", "count_activity_90d", "noise", "plan"]
+    assert churn_model.categories_ == {"plan": ["basic", "plus", "pro"]}
+    assert 1 <= churn_model.best_iteration_ <= FAST["n_estimators"]
+
+
+def test_target_model_is_reproducible(tables: dict[str, pd.DataFrame], churn_model: TargetModel) -> None:
+    expected = churn_model.predict_proba(tables["test"], num_threads=1)
+    np.testing.assert_array_equal(_fit(tables, seed=0).predict_proba(tables["test"], num_threads=1), expected)
+    # The seed is used (row and column subsampling), so the equality above is not vacuous.
+    assert not np.array_equal(_fit(tables, seed=5).predict_proba(tables["test"], num_threads=1), expected)
+
+
+def test_target_model_ranks_held_out_rows(tables: dict[str, pd.DataFrame], churn_model: TargetModel) -> None:
+    test = tables["test"]
+    p = churn_model.predict_proba(test, num_threads=1)
+    assert np.all((p >= PROBABILITY_FLOOR) & (p <= 1 - PROBABILITY_FLOOR))
+    assert roc_auc_score(test["churn_label"].to_numpy(dtype=int), p) > 0.7
+
+
+def test_target_model_ignores_column_order(tables: dict[str, pd.DataFrame], churn_model: TargetModel) -> None:
+    test = tables["test"]
+    shuffled = test[list(np.random.default_rng(0).permutation(test.columns))]
+    assert list(shuffled.columns) != list(test.columns)
+    np.testing.assert_array_equal(churn_model.predict_proba(shuffled, num_threads=1),
+                                  churn_model.predict_proba(test, num_threads=1))
+
+
+def test_target_model_uses_the_categorical_plan(tables: dict[str, pd.DataFrame], churn_model: TargetModel) -> None:
+    # Same customers, only the plan changed: basic (+1.5 on the churn logit) must score above pro (-1.5).
+    test = tables["test"]
+    on_plan = {
+        plan: churn_model.predict_proba(test.assign(plan=pd.Categorical([plan] * len(test))), num_threads=1).mean()
+        for plan in ("basic", "pro")
+    }
+    assert on_plan["basic"] > on_plan["pro"] + 0.1
+
+
+def test_target_model_refuses_a_frame_missing_a_feature(tables: dict[str, pd.DataFrame],
+                                                        churn_model: TargetModel) -> None:
+    with pytest.raises(SchemaError, match=r"lacks 1 feature column\(s\) the model was fitted on: \['count_activity_90d'\]"):
+        churn_model.predict_proba(tables["test"].drop(columns="count_activity_90d"))
+
+
+# --- baselines ------------------------------------------------------------------------------------
+
+def test_logistic_baseline_ranks_and_tolerates_unseen_categories(tables: dict[str, pd.DataFrame]) -> None:
+    train, test = tables["train"], tables["test"].copy()
+    features = feature_columns(train)
+    vocab = categorical_vocabularies(train, features)
+    model = fit_logistic(train, features, vocab, "churn")
+    p = predict_logistic(model, test)
+    assert np.all((p > 0) & (p < 1))
+    assert roc_auc_score(test["churn_label"].to_numpy(dtype=int), p) > 0.7
+    # The categorical one-hot is used: identical numbers, plan basic scores above plan pro.
+    row = test.iloc[[0, 0]].copy()
+    row["plan"] = pd.Categorical(["basic", "pro"])
+    basic, pro = predict_logistic(model, row)
+    assert basic > pro
+    # A plan that did not exist at fit time, and a missing plan, still score.
+    test["plan"] = test["plan"].cat.add_categories(["enterprise"])
+    test.loc[test.index[:5], "plan"] = "enterprise"
+    test.loc[test.index[5:10], "plan"] = np.nan
+    q = predict_logistic(model, test)
+    assert np.all(np.isfinite(q) & (q > 0) & (q < 1))
+    np.testing.assert_allclose(q[10:], p[10:])
+
+
+def _customers(days: list[float], counts: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"days_since_last_activity": days, "count_activity_90d": counts})
+
+
+def test_recency_frequency_reads_the_longest_window() -> None:
+    heuristic = RecencyFrequency(load_config(None), "churn")
+    assert (heuristic.recency, heuristic.frequency) == ("days_since_last_activity", "count_activity_90d")
+
+
+def test_recency_frequency_direction(tables: dict[str, pd.DataFrame]) -> None:
+    config = load_config(None)
+    # Engaged (active 2 days ago, 12 events) versus lapsed (80 days ago, 1 event).
+    pair = _customers([2.0, 80.0], [12.0, 1.0])
+    churn = RecencyFrequency(config, "churn").fit(tables["valid"])
+    engaged, lapsed = churn.predict_proba(pair)
+    assert lapsed > engaged
+    convert = RecencyFrequency(config, "convert").fit(tables["valid"])
+    engaged, lapsed = convert.predict_proba(pair)
+    assert engaged > lapsed
+    # Each signal on its own moves the raw score the right way.
+    assert np.all(np.diff(churn.score(_customers([1.0, 10.0, 100.0], [3.0, 3.0, 3.0]))) > 0)
+    assert np.all(np.diff(churn.score(_customers([10.0, 10.0, 10.0], [0.0, 5.0, 50.0]))) < 0)
+    assert np.all(np.diff(convert.score(_customers([1.0, 10.0, 100.0], [3.0, 3.0, 3.0]))) < 0)
+
+
+def test_recency_frequency_treats_never_active_as_stale(tables: dict[str, pd.DataFrame]) -> None:
+    churn = RecencyFrequency(load_config(None), "churn").fit(tables["valid"])
+    frame = _customers([np.nan, 365.0, 5.0], [0.0, 0.0, 0.0])
+    never, year, recent = churn.score(frame)
+    assert never > year > recent
+    p_never, p_year, p_recent = churn.predict_proba(frame)
+    assert p_never >= p_year > p_recent
+    # Nullable columns (as the feature builder writes them) behave the same.
+    nullable = frame.astype({"days_since_last_activity": "Float64", "count_activity_90d": "Int64"})
+    nullable.loc[0, "days_since_last_activity"] = pd.NA
+    np.testing.assert_array_equal(churn.score(nullable), churn.score(frame))

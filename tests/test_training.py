@@ -1,0 +1,251 @@
+"""The training job end to end on a small simulation: a real embedded MLflow store (SQLite + local
+artifacts), real LightGBM, real registry aliases. No mocks."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.funnel import FunnelConfig
+from training.backtest import TrainingDataError, run_backtest, target_rows
+from training.model import LABEL_COLUMNS
+from training.train import decide, train
+
+pytestmark = pytest.mark.slow
+
+
+def with_training(config: FunnelConfig, readiness: dict | None = None, **changes) -> FunnelConfig:
+    raw = config.model_dump(mode="json")
+    raw["training"].update(changes)
+    raw["readiness"].update(readiness or {})
+    return FunnelConfig.model_validate(raw)
+
+
+def quick(config: FunnelConfig, **changes) -> FunnelConfig:
+    """Fewer folds and faster boosting, for tests about the job's logic rather than model quality."""
+    return with_training(config, **{"folds": 1, "lightgbm": {"learning_rate": 0.15, "num_leaves": 7}, **changes})
+
+
+@pytest.fixture(scope="module")
+def sim(small_sim):
+    return small_sim
+
+
+@pytest.fixture(scope="module")
+def table(small_table):
+    return small_table
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, table, sim, config):
+    home = tmp_path_factory.mktemp("mlruns")
+    result = train(table, config, truth=sim.truth, events=sim.events, customers=sim.customers, home=home,
+                   report_dir=home / "report")
+    return result, home
+
+
+def test_every_target_and_transition_is_reported_with_the_promised_fields(trained, config):
+    result, _ = trained
+    entries = json.loads(json.dumps(result.as_dict()))  # what --json prints must be plain JSON
+    transitions = [f"convert:{a}->{b}" for a, b in config.conversion_targets()]
+    assert set(entries) == {"convert", "churn", *transitions}
+    for key, entry in entries.items():
+        for field in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece", "test_top_decile_lift",
+                      "logistic_test_roc_auc", "recency_frequency_test_roc_auc", "oracle_roc_auc", "mlflow_run_id",
+                      "model_version", "alias"):
+            assert field in entry, (key, field)
+        assert 0.5 < entry["test_roc_auc"] <= 1.0, key
+        assert entry["alias"] == "champion"
+    assert entries["churn"]["registered_model"] == "funnelcast-churn"
+    assert entries["convert:purchase->loyalty"]["mlflow_run_id"] == entries["convert"]["mlflow_run_id"]
+
+
+def test_models_beat_the_heuristic_and_stay_below_the_oracle_and_are_calibrated(trained):
+    result, _ = trained
+    for target in ("convert", "churn"):
+        e = result.entries[target]
+        assert e["test_roc_auc"] > e["recency_frequency_test_roc_auc"], target
+        # The oracle knows the hidden state: no model can beat it by more than sampling noise.
+        assert e["test_roc_auc"] < e["oracle_roc_auc"] + 0.01, target
+        assert e["gap_to_oracle_roc_auc"] == pytest.approx(e["oracle_roc_auc"] - e["test_roc_auc"], abs=1e-5)
+        assert e["test_ece"] < 0.04, target
+        # Calibrated: the mean probability on the test cutoff is close to the observed rate.
+        latest = result.targets[target].backtest.latest
+        assert abs(latest.scores["p_lightgbm"].mean() - latest.scores["label"].mean()) < 0.03
+
+
+def test_folds_are_time_ordered_with_a_horizon_gap(trained, config):
+    result, _ = trained
+    for target, horizon in (("convert", config.conversion.horizon_days), ("churn", config.churn.horizon_days)):
+        folds = [fr.fold for fr in result.targets[target].backtest.folds]
+        assert len(folds) == config.training.folds
+        gap = pd.Timedelta(days=horizon)
+        for f in folds:
+            assert max(f.train) + gap <= min(f.valid)
+            assert max(f.valid) + gap <= f.test
+        assert [f.test for f in folds] == sorted(f.test for f in folds)
+        # The latest fold tests on the latest cutoff whose labels are complete.
+        labelled = target_rows(result.targets[target].backtest.latest.scores.assign(
+            convert_label=0, churn_label=0), target)
+        assert folds[-1].test == labelled["cutoff"].max()
+
+
+def test_mlflow_holds_params_metrics_artifacts_and_a_loadable_registered_model(trained, table):
+    result, home = trained
+    client = mlflow.MlflowClient()
+    for target, tr in result.targets.items():
+        run = client.get_run(tr.run_id)
+        assert run.data.params["target"] == target
+        assert "lgbm_learning_rate" in run.data.params
+        assert run.data.metrics["test_roc_auc"] == pytest.approx(result.entries[target]["test_roc_auc"], abs=1e-6)
+        assert any(k.startswith("fold_0/") for k in run.data.metrics)
+        artifacts = {a.path for a in client.list_artifacts(tr.run_id, "report")}
+        assert f"report/report_{target}.html" in artifacts
+        assert {f"report/{target}_{p}.png" for p in ("calibration", "gains", "feature_importance", "shap_summary")} <= artifacts
+        version = client.get_model_version(tr.model_name, tr.version)
+        assert version.tags["target"] == target
+        assert str(client.get_model_version_by_alias(tr.model_name, "champion").version) == tr.version
+        # The registered model scores exactly like the in-memory one, through MLflow's pyfunc and signature.
+        loaded = mlflow.pyfunc.load_model(f"models:/{tr.model_name}@champion")
+        assert loaded.metadata.signature is not None
+        rows = target_rows(table, target).tail(200)
+        example = rows[tr.backtest.model.feature_names_].copy()
+        for c in tr.backtest.model.categories_:
+            example[c] = example[c].astype("string").astype(object)
+        np.testing.assert_allclose(np.asarray(loaded.predict(example)), tr.backtest.model.predict_proba(rows), rtol=1e-12)
+    parent = client.get_run(result.parent_run_id)
+    parent_artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"funnel_config.json", "data_summary.json"} <= parent_artifacts
+    assert len(parent.data.params["input_hash"]) == 64
+    assert (home / "mlflow.db").exists()
+
+
+def test_report_is_written_with_the_tables_a_retention_lead_reads(trained):
+    result, _ = trained
+    html = result.targets["churn"].report.read_text()
+    for heading in ("Targeting trade-off", "Score deciles", "Test metrics", "Backtest"):
+        assert heading in html
+    assert "data:image/png;base64," in html
+
+
+def test_same_data_config_and_seed_give_the_same_metrics(table, config):
+    cfg = quick(config, folds=2)
+    first = run_backtest(table, "churn", cfg)
+    second = run_backtest(table, "churn", cfg)
+    for a, b in zip(first.folds, second.folds):
+        assert a.metrics == b.metrics
+    np.testing.assert_array_equal(first.latest.scores["p_lightgbm"], second.latest.scores["p_lightgbm"])
+
+
+def test_champion_challenger_and_force(tmp_path, table, config):
+    home = tmp_path / "mlruns"
+    only_churn = quick(config, targets=["churn"])
+    first = train(table, only_churn, home=home, report_dir=tmp_path / "r1")
+    assert set(first.targets) == {"churn"} and first.targets["churn"].decision.alias == "champion"
+    # A much weaker model (one stump) on the same fold is worse beyond the tolerance: challenger.
+    weak = quick(config, targets=["churn"], lightgbm={"n_estimators": 1, "num_leaves": 2})
+    second = train(table, weak, home=home, report_dir=tmp_path / "r2")
+    decision = second.targets["churn"].decision
+    assert decision.alias == "challenger"
+    assert "worse than the champion" in decision.reason and "roc_auc" in decision.reason
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("funnelcast-churn", "champion").version) == first.targets["churn"].version
+    assert str(client.get_model_version_by_alias("funnelcast-churn", "challenger").version) == second.targets["churn"].version
+    assert "challenger" in second.targets["churn"].report.read_text()
+    # --force promotes whatever the comparison says.
+    third = train(table, weak, home=home, report_dir=tmp_path / "r3", force=True)
+    assert third.targets["churn"].decision.alias == "champion"
+    assert str(client.get_model_version_by_alias("funnelcast-churn", "champion").version) == third.targets["churn"].version
+
+
+def test_decide_applies_the_tolerance_in_the_metric_direction():
+    assert decide(0.80, 0.804, "roc_auc", 0.005, False, "3").alias == "champion"
+    assert decide(0.79, 0.804, "roc_auc", 0.005, False, "3").alias == "challenger"
+    assert decide(0.30, 0.296, "log_loss", 0.005, False, "3").alias == "champion"
+    assert decide(0.31, 0.296, "log_loss", 0.005, False, "3").alias == "challenger"
+    assert decide(0.1, None, "roc_auc", 0.005, False, None).reason == "no champion yet"
+    assert decide(0.1, 0.9, "roc_auc", 0.005, True, "3").alias == "champion"
+    problem = decide(0.9, None, "roc_auc", 0.005, False, "3", problem="missing columns")
+    assert problem.alias == "challenger" and "missing columns" in problem.reason
+
+
+def test_a_target_with_too_few_positives_is_skipped_with_the_counts(tmp_path, table, config):
+    churn_positives = int(table["churn_label"].sum())
+    strict = quick(config, readiness={"min_positives": churn_positives + 1})
+    convert_positives = int(table["convert_label"].sum())
+    assert convert_positives > churn_positives  # so conversion still trains
+    result = train(table, strict, home=tmp_path / "mlruns", report_dir=tmp_path / "r")
+    assert "churn" not in result.targets and "convert" in result.targets
+    assert f"{churn_positives:,} positives" in result.skipped["churn"]
+    assert result.entries["churn"] == {"skipped": result.skipped["churn"]}
+    assert any("skipped churn" in w for w in result.warnings)
+
+
+def test_no_trainable_target_or_no_rows_is_a_clear_error(tmp_path, table, config):
+    hopeless = quick(config, readiness={"min_positives": 10**9})
+    with pytest.raises(TrainingDataError, match="no target has enough labelled data.*positives"):
+        train(table, hopeless, home=tmp_path / "mlruns")
+    with pytest.raises(TrainingDataError, match="training set is empty"):
+        train(table.iloc[:0], config, home=tmp_path / "mlruns")
+
+
+def test_a_single_class_fold_is_a_clear_error(table, config):
+    one_class = table.copy()
+    one_class["churn_label"] = one_class["churn_label"].where(one_class["churn_label"].isna(), 0).astype("Int8")
+    with pytest.raises(TrainingDataError, match="churn, fold 0: the training cutoffs hold .* rows with 0 positives"):
+        run_backtest(one_class, "churn", quick(config))
+
+
+def test_labels_are_the_ones_the_feature_pipeline_built(table):
+    for target, label in LABEL_COLUMNS.items():
+        rows = target_rows(table, target)
+        assert rows[label].notna().all() and set(rows[label].unique()) <= {0, 1}
+
+
+def _events_before(sim, cutoff, ids):
+    ev = sim.events
+    ev = ev[(ev["timestamp"] < cutoff) & ev["customer_id"].isin(ids)].copy()
+    ev["customer_id"] = ev["customer_id"].astype(str)
+    return ev
+
+
+def test_behaviour_a_fresh_visit_does_not_raise_churn_risk(trained, sim, config):
+    """Direction: the same customers with one extra product-page visit yesterday look less likely to churn."""
+    from features.behaviour import build_features
+
+    result, _ = trained
+    model = result.targets["churn"].backtest.model
+    cutoff = result.targets["churn"].backtest.latest.fold.test
+    ids = result.targets["churn"].backtest.latest.scores["customer_id"].head(300).tolist()
+    ev = _events_before(sim, cutoff, ids)
+    visit = pd.DataFrame({"customer_id": ids, "timestamp": cutoff - pd.Timedelta(days=1),
+                          "event_type": "blog_view", "channel": "direct", "amount": np.nan})
+    visit = visit.astype({c: ev[c].dtype for c in ("timestamp", "amount")})
+    fresher = pd.concat([ev, visit], ignore_index=True).sort_values(["customer_id", "timestamp"], kind="stable")
+    customers = sim.customers[sim.customers["customer_id"].isin(ids)]
+    before = model.predict_proba(build_features(ev, customers, cutoff, config).set_index("customer_id").loc[ids])
+    after = model.predict_proba(build_features(fresher, customers, cutoff, config).set_index("customer_id").loc[ids])
+    assert after.mean() < before.mean() - 0.02
+    assert (after <= before + 0.02).mean() > 0.9
+
+
+def test_behaviour_renaming_customers_changes_no_score(trained, sim, config):
+    """Invariance: scores depend on behaviour, not on the customer's id."""
+    from features.behaviour import build_features
+
+    result, _ = trained
+    model = result.targets["convert"].backtest.model
+    cutoff = result.targets["convert"].backtest.latest.fold.test
+    ids = result.targets["convert"].backtest.latest.scores["customer_id"].head(200).tolist()
+    ev = _events_before(sim, cutoff, ids)
+    customers = sim.customers[sim.customers["customer_id"].isin(ids)]
+    renamed_ids = {i: f"zz-{i[::-1]}" for i in ids}
+    ev2 = ev.assign(customer_id=ev["customer_id"].map(renamed_ids)).sort_values(["customer_id", "timestamp"], kind="stable")
+    cust2 = customers.assign(customer_id=customers["customer_id"].map(renamed_ids))
+    a = model.predict_proba(build_features(ev, customers, cutoff, config).set_index("customer_id").loc[ids])
+    b = model.predict_proba(build_features(ev2, cust2, cutoff, config).set_index("customer_id").loc[[renamed_ids[i] for i in ids]])
+    np.testing.assert_array_equal(a, b)

@@ -1,0 +1,201 @@
+"""Every MLflow call funnelcast makes: tracking store, runs, metrics, artifacts, models and the registry.
+
+Nothing else imports MLflow. The default store is embedded and local — a SQLite database and an
+artifact folder under one directory (``mlruns/`` unless told otherwise) — so nothing needs
+starting; ``MLFLOW_TRACKING_URI`` (or ``--tracking-uri``) points it at a real tracking server.
+Registered models are named ``<prefix>-convert`` and ``<prefix>-churn`` and carry the aliases
+``champion`` and ``challenger`` (MLflow 3 aliases, not stages).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+import pandas as pd
+
+from training.errors import TrackingError
+from training.model import TargetModel
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+DEFAULT_HOME = Path("mlruns")
+EXPERIMENT = "funnelcast"
+
+
+class RegistryError(TrackingError):
+    """The registry cannot give what was asked (no champion, an unreadable model)."""
+
+
+def _mlflow():
+    return mlflow
+
+
+def resolve_uri(tracking_uri: str | None = None, home: str | Path | None = None) -> tuple[str, Path | None]:
+    """(tracking URI, local artifact folder or None). An explicit URI, else an explicit ``home`` (a
+    SQLite store at ``<home>/mlflow.db`` with artifacts in ``<home>/artifacts``), else
+    ``MLFLOW_TRACKING_URI``, else the default home ``mlruns/``."""
+    uri = tracking_uri or (None if home is not None else os.environ.get("MLFLOW_TRACKING_URI"))
+    if uri:
+        return uri, None
+    folder = Path(home) if home is not None else DEFAULT_HOME
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts"
+
+
+def connect(tracking_uri: str | None = None, home: str | Path | None = None, experiment: str = EXPERIMENT) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns the tracking URI."""
+    mlflow = _mlflow()
+    uri, artifacts = resolve_uri(tracking_uri, home)
+    user_env = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        # MLflow exports the URI to the environment; keep the user's own setting (or its absence),
+        # so that a later connect() in this process is not steered by an earlier one.
+        if user_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = user_env
+        if mlflow.get_experiment_by_name(experiment) is None:
+            mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri() if artifacts else None)
+        mlflow.set_experiment(experiment)
+    except mlflow.exceptions.MlflowException as exc:
+        raise TrackingError(f"the MLflow tracking store at {uri} is not usable: {exc}") from None
+    return uri
+
+
+@contextlib.contextmanager
+def run(name: str, nested: bool = False, tags: dict[str, str] | None = None) -> Iterator[str]:
+    """A (possibly nested) MLflow run; yields its id."""
+    mlflow = _mlflow()
+    with mlflow.start_run(run_name=name, nested=nested, tags=tags) as active:
+        yield active.info.run_id
+
+
+_BAD_KEY = re.compile(r"[^\w./\- ]")
+
+
+def metric_key(*parts: str) -> str:
+    """A valid MLflow metric key from parts joined by '/' (``convert:a->b`` becomes ``convert_a_to_b``)."""
+    return "/".join(_BAD_KEY.sub("_", p.replace("->", "_to_")) for p in parts)
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log finite metrics in batches (NaN, e.g. an AUC on one class, is left out)."""
+    mlflow = _mlflow()
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    items = list(clean.items())
+    for i in range(0, len(items), 500):
+        mlflow.log_metrics(dict(items[i:i + 500]), step=step)
+
+
+def log_params(params: dict[str, Any]) -> None:
+    _mlflow().log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    _mlflow().set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_dict(data: dict, artifact_file: str) -> None:
+    _mlflow().log_dict(data, artifact_file)
+
+
+def log_artifact(path: str | Path, folder: str | None = None) -> None:
+    _mlflow().log_artifact(str(path), artifact_path=folder)
+
+
+class FunnelcastModel(mlflow.pyfunc.PythonModel):
+    """A funnelcast :class:`~training.model.TargetModel` as an MLflow pyfunc: a frame of features
+    (categorical columns as strings) in, calibrated probabilities out."""
+
+    def __init__(self, model: TargetModel) -> None:
+        self.model = model
+
+    def predict(self, context, model_input, params=None):  # noqa: ARG002 - MLflow's signature
+        return self.model.predict_proba(model_input)
+
+
+def _requirements() -> list[str]:
+    names = ("lightgbm", "scikit-learn", "numpy", "pandas", "scipy", "pyarrow", "pydantic", "pyyaml")
+    out = []
+    for n in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out.append(f"{n}=={metadata.version(n)}")
+    return out
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    model_uri: str
+
+
+def log_model(model: TargetModel, example: pd.DataFrame, registered_name: str,
+              tags: dict[str, Any] | None = None) -> RegisteredVersion:
+    """Log ``model`` as an MLflow pyfunc model with signature and input example, and register it."""
+    mlflow = _mlflow()
+    from mlflow.models import infer_signature
+
+    example = example[model.feature_names_].head(5).copy()
+    for c in model.categories_:
+        example[c] = example[c].astype("string").astype(object)
+    signature = infer_signature(example, model.predict_proba(example))
+    pyfunc = FunnelcastModel(model)
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=pyfunc, signature=signature, input_example=example,
+        registered_model_name=registered_name, pip_requirements=_requirements(),
+    )
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for k, v in (tags or {}).items():
+        client.set_model_version_tag(registered_name, version, k, str(v))
+    return RegisteredVersion(name=registered_name, version=version, model_uri=f"models:/{registered_name}/{version}")
+
+
+def load_model(registered_name: str, alias: str = CHAMPION) -> tuple[str, TargetModel]:
+    """(version, model) behind ``alias``; :class:`RegistryError` naming the store and model if there is none."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(registered_name, alias)
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(
+            f"no model {registered_name!r} with alias {alias!r} in the registry at {mlflow.get_tracking_uri()}; "
+            "train one with `funnelcast train`"
+        ) from None
+    loaded = mlflow.pyfunc.load_model(f"models:/{registered_name}/{mv.version}")
+    return str(mv.version), loaded.unwrap_python_model().model
+
+
+def alias_version(registered_name: str, alias: str) -> str | None:
+    mlflow = _mlflow()
+    try:
+        return str(mlflow.MlflowClient().get_model_version_by_alias(registered_name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def set_alias(registered_name: str, alias: str, version: str) -> None:
+    _mlflow().MlflowClient().set_registered_model_alias(registered_name, alias, version)
+
+
+def version_tags(registered_name: str, version: str) -> dict[str, str]:
+    return dict(_mlflow().MlflowClient().get_model_version(registered_name, version).tags)
+
+
+def set_version_tags(registered_name: str, version: str, tags: dict[str, Any]) -> None:
+    client = _mlflow().MlflowClient()
+    for k, v in tags.items():
+        client.set_model_version_tag(registered_name, version, k, str(v))

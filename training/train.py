@@ -1,0 +1,340 @@
+"""The training job: backtest every target, log everything to MLflow, register the models and
+decide champion or challenger. ``funnelcast train`` and ``make demo`` are thin shells over :func:`train`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from features.funnel import FunnelConfig
+from training.backtest import (MODELS, TargetBacktest, TrainingDataError, horizon_days, readiness_problem,
+                               run_backtest, target_rows)
+from training.metrics import binary_metrics
+from training.model import LABEL_COLUMNS, SchemaError, categorical_vocabularies, feature_columns
+from training.splits import backtest_folds
+
+TARGETS = ("convert", "churn")
+HEADLINE = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top_decile_lift")
+LOWER_IS_BETTER = {"log_loss", "brier", "ece"}
+
+
+@dataclass
+class Decision:
+    alias: str
+    reason: str
+    new_score: float | None = None
+    champion_version: str | None = None
+    champion_score: float | None = None
+
+
+@dataclass
+class TargetResult:
+    backtest: TargetBacktest
+    run_id: str
+    model_name: str
+    version: str
+    decision: Decision
+    report: Path
+    tuned: dict[str, Any] | None = None
+
+
+@dataclass
+class TrainingResult:
+    targets: dict[str, TargetResult]
+    skipped: dict[str, str]
+    warnings: list[str]
+    tracking_uri: str
+    parent_run_id: str
+    data: dict[str, Any]
+    report_dir: Path
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """One entry per target and per conversion transition (what ``funnelcast train --json`` prints)."""
+        return self.entries
+
+
+def input_hash(*frames: pd.DataFrame | None) -> str:
+    """SHA-256 over the rows of the input frames (values and column names, not row order of memory)."""
+    digest = hashlib.sha256()
+    for frame in frames:
+        if frame is None:
+            continue
+        digest.update(json.dumps([str(c) for c in frame.columns]).encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def data_summary(table: pd.DataFrame, events: pd.DataFrame | None = None, customers: pd.DataFrame | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "training_rows": int(len(table)),
+        "customers": int(table["customer_id"].nunique()),
+        "cutoffs": int(table["cutoff"].nunique()),
+        "first_cutoff": str(table["cutoff"].min()),
+        "last_cutoff": str(table["cutoff"].max()),
+        "input_hash": input_hash(events, customers) if events is not None else input_hash(table),
+    }
+    if events is not None:
+        out.update(events=int(len(events)), first_event=str(events["timestamp"].min()), last_event=str(events["timestamp"].max()))
+    for target, label in LABEL_COLUMNS.items():
+        y = table[label].dropna().astype(int)
+        out[f"{target}_labelled_rows"] = int(len(y))
+        out[f"{target}_positive_rate"] = float(y.mean()) if len(y) else float("nan")
+    return out
+
+
+def decide(new_score: float, champion_score: float | None, metric: str, tolerance: float, force: bool,
+           champion_version: str | None = None, problem: str | None = None) -> Decision:
+    """Champion unless worse than the current champion, on the same fold, by more than ``tolerance``."""
+    if force:
+        return Decision("champion", "promoted with --force", new_score, champion_version, champion_score)
+    if champion_version is None:
+        return Decision("champion", "no champion yet", new_score)
+    if problem is not None:
+        return Decision("challenger", f"the champion (version {champion_version}) could not be compared: {problem}; "
+                        "use --force to promote", new_score, champion_version)
+    worse_by = (new_score - champion_score) if metric in LOWER_IS_BETTER else (champion_score - new_score)
+    verdict = (f"test {metric} {new_score:.4f} vs champion version {champion_version}'s {champion_score:.4f} on the same "
+               f"latest fold (tolerance {tolerance})")
+    if worse_by > tolerance:
+        return Decision("challenger", f"worse than the champion beyond the tolerance: {verdict}", new_score,
+                        champion_version, champion_score)
+    return Decision("champion", f"not worse than the champion beyond the tolerance: {verdict}", new_score,
+                    champion_version, champion_score)
+
+
+def train(
+    table: pd.DataFrame,
+    config: FunnelConfig,
+    *,
+    truth: pd.DataFrame | None = None,
+    events: pd.DataFrame | None = None,
+    customers: pd.DataFrame | None = None,
+    tracking_uri: str | None = None,
+    home: str | Path | None = None,
+    report_dir: str | Path | None = None,
+    force: bool = False,
+    tune_trials: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> TrainingResult:
+    """Train, evaluate, log and register every target of ``table`` (from :func:`features.snapshots.build_training_set`)."""
+    from training import report, tracking
+
+    say = progress or (lambda message: None)
+    if len(table) == 0:
+        raise TrainingDataError("the training set is empty: no (customer, cutoff) row has a known label")
+    wanted = [t for t in TARGETS if t in config.training.targets]
+    skipped = {t: p for t in wanted if (p := readiness_problem(table, t, config)) is not None}
+    targets = [t for t in wanted if t not in skipped]
+    if not targets:
+        raise TrainingDataError("no target has enough labelled data to train: " + "; ".join(skipped.values()))
+    warnings = [f"skipped {p}" for p in skipped.values()]
+    summary = data_summary(table, events, customers)
+    uri = tracking.connect(tracking_uri, home)
+    out_dir = Path(report_dir) if report_dir is not None else Path(tempfile.mkdtemp(prefix="funnelcast-report-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = config.training
+    results: dict[str, TargetResult] = {}
+    trained_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    with tracking.run("train", tags={"funnelcast.job": "train", "funnel": config.name}) as parent_id:
+        tracking.log_dict(config.model_dump(mode="json"), "funnel_config.json")
+        tracking.log_dict(summary, "data_summary.json")
+        tracking.log_params({"funnel": config.name, "targets": ",".join(targets), "folds": settings.folds,
+                             "seed": settings.seed, "input_hash": summary["input_hash"], "training_rows": len(table)})
+        for target in targets:
+            with tracking.run(target, nested=True, tags={"funnelcast.target": target}) as run_id:
+                params = dict(settings.lightgbm)
+                tuned = None
+                if tune_trials > 0:
+                    params, tuned = _tune(table, target, config, params, tune_trials, say)
+                backtest = run_backtest(table, target, config, truth=truth, params=params, progress=say)
+                warnings.extend(backtest.warnings)
+                name = f"{settings.model_name_prefix}-{target}"
+                decision, champion_problem = _compare_with_champion(table, target, backtest, name, config, force)
+                say(f"{target}: logging to MLflow and registering {name}")
+                # The model goes first: MLflow links every metric already in the run to a newly logged
+                # model, one query per metric, which costs seconds with a backtest's thousand metrics.
+                version = tracking.log_model(backtest.model, target_rows(table, target), name, tags={
+                    "target": target, "trained_at": trained_at, "test_cutoff": str(backtest.latest.fold.test),
+                    "input_hash": summary["input_hash"], "run_id": run_id,
+                    **{f"test_{m}": f"{backtest.latest.metrics['lightgbm'][m]:.6f}" for m in HEADLINE},
+                })
+                tracking.set_alias(name, decision.alias, version.version)
+                _log_backtest(backtest, config, target, params, summary)
+                images = _plots(backtest, table, target, out_dir)
+                tracking.set_tags({"registered_model": name, "version": version.version, "alias": decision.alias,
+                                   "decision": decision.reason})
+                report_path = report.write_report(
+                    backtest, out_dir / f"report_{target}.html",
+                    title=f"funnelcast {target} model — {name} version {version.version} ({decision.alias})",
+                    images=images, data_summary=summary,
+                    decision={"alias": decision.alias, "version": version.version, "reason": decision.reason},
+                    transitions=backtest.latest.transitions or None,
+                )
+                tracking.log_artifact(report_path, "report")
+                for path in images.values():
+                    tracking.log_artifact(path, "report")
+                results[target] = TargetResult(backtest, run_id, name, version.version, decision, report_path, tuned)
+    result = TrainingResult(results, skipped, warnings, uri, parent_id, summary, out_dir)
+    result.entries = _entries(result, config)
+    return result
+
+
+def _tune(table, target, config, params, trials, say):
+    from training import tracking
+    from training.tuning import tune
+
+    settings = config.training
+    rows = target_rows(table, target)
+    features = feature_columns(rows)
+    vocab = categorical_vocabularies(rows, features)
+    fold = backtest_folds(rows["cutoff"].unique(), horizon_days(config, target), settings.folds, settings.validation_cutoffs)[-1]
+    train_rows, valid_rows = rows[rows["cutoff"].isin(fold.train)], rows[rows["cutoff"].isin(fold.valid)]
+
+    def on_trial(number, trial_params, value):
+        say(f"{target}: tuning trial {number + 1}/{trials}, validation log loss {value:.4f}")
+        with tracking.run(f"{target}-trial-{number}", nested=True, tags={"funnelcast.trial": str(number)}):
+            tracking.log_params(trial_params)
+            tracking.log_metrics({"valid_log_loss": value})
+
+    best, value = tune(target, train_rows, valid_rows, features, vocab, params, trials, seed=settings.seed,
+                       early_stopping_rounds=settings.early_stopping_rounds, on_trial=on_trial)
+    tracking.log_params({f"tuned_{k}": v for k, v in best.items()})
+    tracking.log_metrics({"tuning/best_valid_log_loss": value})
+    return best, {"trials": trials, "best_valid_log_loss": value, "params": best}
+
+
+def _compare_with_champion(table, target, backtest, name, config, force) -> tuple[Decision, str | None]:
+    from training import tracking
+
+    settings = config.training
+    metric = settings.champion_metric
+    new_score = backtest.latest.metrics["lightgbm"][metric]
+    champion_version = tracking.alias_version(name, tracking.CHAMPION)
+    if champion_version is None or force:
+        return decide(new_score, None, metric, settings.champion_tolerance, force, champion_version), None
+    rows = target_rows(table, target)
+    test = rows[rows["cutoff"] == backtest.latest.fold.test]
+    try:
+        _, champion = tracking.load_model(name, tracking.CHAMPION)
+        p = champion.predict_proba(test)
+    except SchemaError as exc:
+        return decide(new_score, None, metric, settings.champion_tolerance, False, champion_version, problem=str(exc)), str(exc)
+    champion_score = binary_metrics(test[LABEL_COLUMNS[target]].to_numpy(dtype=int), p)[metric]
+    return decide(new_score, champion_score, metric, settings.champion_tolerance, False, champion_version), None
+
+
+def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, params: dict, summary: dict) -> None:
+    from training import tracking
+
+    model = backtest.model
+    tracking.log_params({
+        "target": target, "horizon_days": horizon_days(config, target), "calibration": config.training.calibration,
+        "class_weight": config.training.class_weight or "none", "seed": config.training.seed,
+        "folds": len(backtest.folds), "validation_cutoffs": config.training.validation_cutoffs,
+        "features": len(model.feature_names_), "best_iteration": model.best_iteration_,
+        **{f"lgbm_{k}": v for k, v in params.items()},
+    })
+    metrics: dict[str, float] = {}
+    latest = backtest.latest
+    for m in HEADLINE:
+        metrics[f"test_{m}"] = latest.metrics["lightgbm"][m]
+    for name, values in latest.metrics.items():
+        for m, v in values.items():
+            metrics[tracking.metric_key("test", name, m)] = v
+    for fr in backtest.folds:
+        for name, values in fr.metrics.items():
+            for m, v in values.items():
+                metrics[tracking.metric_key(f"fold_{fr.fold.index}", name, m)] = v
+        for transition, per_model in fr.transitions.items():
+            for name, values in per_model.items():
+                for m, v in values.items():
+                    metrics[tracking.metric_key(f"fold_{fr.fold.index}", transition, name, m)] = v
+    for transition, per_model in latest.transitions.items():
+        for name, values in per_model.items():
+            for m, v in values.items():
+                metrics[tracking.metric_key("test", transition, name, m)] = v
+    for name, values in backtest.summary().items():
+        for m, v in values.items():
+            metrics[tracking.metric_key("backtest", name, m)] = v
+    tracking.log_metrics(metrics)
+    tracking.log_dict({"folds": [fr.fold.describe() for fr in backtest.folds],
+                       "label_rows": backtest.rows, "label_positives": backtest.positives, **summary},
+                      f"{target}_data_summary.json")
+
+
+def _plots(backtest: TargetBacktest, table: pd.DataFrame, target: str, out_dir: Path) -> dict[str, Path]:
+    from training import report
+
+    scores = backtest.latest.scores
+    rows = target_rows(table, target)
+    test = rows[rows["cutoff"] == backtest.latest.fold.test]
+    return {
+        "calibration": report.plot_calibration(scores, out_dir / f"{target}_calibration.png"),
+        "gains": report.plot_gains(scores, out_dir / f"{target}_gains.png"),
+        "feature_importance": report.plot_feature_importance(backtest.model, out_dir / f"{target}_feature_importance.png"),
+        "shap_summary": report.plot_shap_summary(backtest.model, test, out_dir / f"{target}_shap_summary.png", max_rows=500),
+    }
+
+
+def _entries(result: TrainingResult, config: FunnelConfig) -> dict[str, dict[str, Any]]:
+    entries: dict[str, dict[str, Any]] = {}
+    for target, tr in result.targets.items():
+        latest = tr.backtest.latest
+        common = {
+            "mlflow_run_id": tr.run_id, "registered_model": tr.model_name, "model_version": tr.version,
+            "alias": tr.decision.alias, "decision": tr.decision.reason, "report": str(tr.report),
+            "test_cutoff": str(latest.fold.test),
+        }
+        entries[target] = {**_metric_entry(latest.metrics), **_backtest_entry(tr.backtest), **common}
+        for transition, per_model in latest.transitions.items():
+            entries[transition] = {**_metric_entry(per_model), **common}
+    for target, problem in result.skipped.items():
+        entries[target] = {"skipped": problem}
+    return entries
+
+
+def _metric_entry(per_model: dict[str, dict[str, float]]) -> dict[str, Any]:
+    lgbm = per_model["lightgbm"]
+    out: dict[str, Any] = {f"test_{m}": _num(lgbm[m]) for m in HEADLINE}
+    out["test_rows"] = int(lgbm["rows"])
+    out["test_positives"] = int(lgbm["positives"])
+    for k in (1, 5, 10):
+        out[f"test_precision_at_{k}pct"] = _num(lgbm[f"precision_at_{k}pct"])
+        out[f"test_recall_at_{k}pct"] = _num(lgbm[f"recall_at_{k}pct"])
+    for name in MODELS[1:]:
+        if name in per_model:
+            out[f"{name}_test_roc_auc"] = _num(per_model[name]["roc_auc"])
+            out[f"{name}_test_log_loss"] = _num(per_model[name]["log_loss"])
+            out[f"margin_over_{name}_roc_auc"] = _num(lgbm["roc_auc"] - per_model[name]["roc_auc"])
+    if "oracle" in per_model:
+        for m in HEADLINE:
+            out[f"oracle_{m}"] = _num(per_model["oracle"][m])
+        out["gap_to_oracle_roc_auc"] = _num(per_model["oracle"]["roc_auc"] - lgbm["roc_auc"])
+    if "hidden_state" in per_model:
+        out["hidden_state_oracle_roc_auc"] = _num(per_model["hidden_state"]["roc_auc"])
+        out["hidden_state_oracle_ece"] = _num(per_model["hidden_state"]["ece"])
+    return out
+
+
+def _backtest_entry(backtest: TargetBacktest) -> dict[str, Any]:
+    summary = backtest.summary()["lightgbm"]
+    out = {"backtest_folds": len(backtest.folds)}
+    for m in HEADLINE:
+        out[f"backtest_{m}_mean"] = _num(summary[f"{m}_mean"])
+        out[f"backtest_{m}_std"] = _num(summary[f"{m}_std"])
+    return out
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return None if np.isnan(x) else round(x, 6)
