@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_features.py
+	$(BIN)/python bench/bench_training.py
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: $(STAMP)

@@ -112,8 +112,16 @@ def test_demo_runs_the_main_job_end_to_end_and_train_retrains_on_its_data(tmp_pa
 
 
 def test_train_on_too_little_data_exits_2_naming_the_counts(simdir, tmp_path):
+    import yaml
+
+    from features.funnel import load_config
+
+    raw = load_config().model_dump(mode="json")
+    raw["readiness"]["min_positives"] = 100_000
+    cfg = tmp_path / "strict.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
     r = run("train", "--events", str(simdir / "events.parquet"), "--mlflow-dir", str(tmp_path / "mlruns"),
-            "--as-of", "2024-12-01")
+            "--as-of", "2024-12-01", "--config", str(cfg))
     assert r.returncode == 2
     assert "no target has enough labelled data" in r.stderr and "positives" in r.stderr
     assert "Traceback" not in r.stderr

@@ -249,3 +249,19 @@ def test_behaviour_renaming_customers_changes_no_score(trained, sim, config):
     a = model.predict_proba(build_features(ev, customers, cutoff, config).set_index("customer_id").loc[ids])
     b = model.predict_proba(build_features(ev2, cust2, cutoff, config).set_index("customer_id").loc[[renamed_ids[i] for i in ids]])
     np.testing.assert_array_equal(a, b)
+
+
+def test_tuning_runs_optuna_trials_as_nested_mlflow_runs(tmp_path, table, config):
+    cfg = quick(config, targets=["churn"])
+    result = train(table, cfg, home=tmp_path / "mlruns", report_dir=tmp_path / "r", tune_trials=2)
+    tuned = result.targets["churn"].tuned
+    assert tuned["trials"] == 2 and tuned["best_valid_log_loss"] > 0
+    assert set(tuned["params"]) >= {"learning_rate", "num_leaves", "min_child_samples"}
+    client = mlflow.MlflowClient()
+    run = client.get_run(result.targets["churn"].run_id)
+    trials = client.search_runs([run.info.experiment_id], filter_string="tags.`funnelcast.trial` != ''")
+    assert len(trials) == 2
+    assert all(t.data.tags["mlflow.parentRunId"] == run.info.run_id for t in trials)
+    assert all("valid_log_loss" in t.data.metrics for t in trials)
+    # The best trial's parameters trained the registered model.
+    assert run.data.params["lgbm_num_leaves"] == str(tuned["params"]["num_leaves"])
