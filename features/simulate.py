@@ -177,6 +177,20 @@ class _Model:
         return m
 
 
+_Z_OF = np.repeat(np.arange(N_Z), 2)  # state (z, mood) -> z, for the 6 alive states
+_M_OF = np.tile(np.arange(2), N_Z)
+
+
+def _step(pi: np.ndarray, p_touch: np.ndarray, p_frustrate: np.ndarray) -> np.ndarray:
+    """One day of intent and mood transitions for (n, 6) state probabilities, given each state's
+    probability of an outbound touch (which nudges intent up) and of turning frustrated."""
+    t_z = INTENT_T[_Z_OF][None] + p_touch[:, :, None] * NUDGE_T[_Z_OF][None]  # (n, 6 from, 3 to)
+    mood_ok = np.stack([1 - p_frustrate, p_frustrate], axis=2)  # from a good mood
+    mood_bad = np.broadcast_to(np.array([RECOVERY, 1 - RECOVERY]), mood_ok.shape)
+    t_m = np.where((_M_OF == 0)[None, :, None], mood_ok, mood_bad)  # (n, 6 from, 2 to)
+    return np.einsum("nc,ncz,ncm->nzm", pi, t_z, t_m).reshape(len(pi), 6)
+
+
 class _HistoryFilter:
     """Bayes filter over each customer's hidden (intent, mood, silent) state given what the event
     log shows: the day's emissions by role, purchases, outbound touches, loyalty offers and
@@ -223,16 +237,8 @@ class _HistoryFilter:
         w[cancel] = 0.0
         # Intent and mood move on the alive paths, with the day's touches and purchases as seen.
         p_frustrate = 1 - (1 - FRUSTRATION_BASE) * np.where(bought, 1 - tr.service_risk, 1.0)
-        new = np.zeros_like(w)
-        for zi in range(N_Z):
-            t_row = INTENT_T[zi][None, :] + touched[:, None] * NUDGE_T[zi][None, :]
-            for mi in range(2):
-                mass = w[:, zi * 2 + mi]
-                to_mood = (1 - p_frustrate, p_frustrate) if mi == 0 else (np.full(len(w), RECOVERY), np.full(len(w), 1 - RECOVERY))
-                for zj in range(N_Z):
-                    for mj in range(2):
-                        new[:, zj * 2 + mj] += mass * t_row[:, zj] * to_mood[mj]
-        self.belief[idx] = new
+        ones = np.ones((1, 6))
+        self.belief[idx] = _step(w, touched[:, None] * ones, p_frustrate[:, None] * ones)
 
 
 def _day_factors(day: pd.Timestamp) -> tuple[float, float]:
@@ -301,20 +307,7 @@ def exact_probabilities(
             killed += (pi * kappa * P_CANCEL * cancel_possible).sum(axis=1)
         # Customers going silent emit nothing more: they leave the paths that can still be killed.
         pi = pi * (1 - kappa)
-        new = np.zeros_like(pi)
-        for zi in range(N_Z):
-            for mi in range(2):
-                col = zi * 2 + mi
-                mass = pi[:, col]
-                t_row = INTENT_T[zi][None, :] + p_touch[:, col][:, None] * NUDGE_T[zi][None, :]
-                if mi == 0:
-                    to_mood = np.stack([1 - p_frustrate[:, col], p_frustrate[:, col]], axis=1)
-                else:
-                    to_mood = np.stack([np.full(n, RECOVERY), np.full(n, 1 - RECOVERY)], axis=1)
-                for zj in range(N_Z):
-                    for mj in range(2):
-                        new[:, zj * 2 + mj] += mass * t_row[:, zj] * to_mood[:, mj]
-        pi = new
+        pi = _step(pi, p_touch, p_frustrate)
     return killed
 
 
