@@ -94,6 +94,18 @@ class TrainingConfig(_Strict):
         description="LightGBM parameters (scikit-learn names) over funnelcast's defaults.",
     )
     model_name_prefix: Name = "funnelcast"
+
+    @field_validator("lightgbm")
+    @classmethod
+    def _not_reserved(cls, v: dict) -> dict:
+        reserved = sorted(set(v) & {"objective", "random_state", "seed", "deterministic", "force_col_wise", "n_jobs",
+                                    "num_threads", "verbose", "scale_pos_weight", "is_unbalance"})
+        if reserved:
+            raise ValueError(
+                f"training.lightgbm sets {reserved}, which funnelcast sets itself: use training.seed and "
+                "training.class_weight, and $FUNNELCAST_THREADS for threads"
+            )
+        return v
     champion_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
     champion_tolerance: float = Field(
         0.005, ge=0, description="A new model is promoted unless it is worse than the champion by more than this."

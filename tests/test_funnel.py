@@ -421,3 +421,12 @@ def test_custom_funnel_round_trips_through_dict(custom: FunnelConfig) -> None:
     again = config_from_dict(copy.deepcopy(custom.model_dump(mode="json")))
     assert again == custom
     assert again.event_types == custom.event_types
+
+
+def test_training_lightgbm_may_not_set_what_funnelcast_sets(config):
+    from features.funnel import ConfigError, config_from_dict
+
+    raw = config.model_dump(mode="json")
+    raw["training"]["lightgbm"] = {"n_jobs": 4, "learning_rate": 0.1}
+    with pytest.raises(ConfigError, match=r"training\.lightgbm: .*\['n_jobs'\].*FUNNELCAST_THREADS"):
+        config_from_dict(raw)

@@ -108,6 +108,7 @@ def test_mlflow_holds_params_metrics_artifacts_and_a_loadable_registered_model(t
         assert {f"report/{target}_{p}.png" for p in ("calibration", "gains", "feature_importance", "shap_summary")} <= artifacts
         version = client.get_model_version(tr.model_name, tr.version)
         assert version.tags["target"] == target
+        assert version.tags["config_hash"] == tr.backtest.model.config_hash_ and len(tr.backtest.model.config_hash_) == 64
         assert str(client.get_model_version_by_alias(tr.model_name, "champion").version) == tr.version
         # The registered model scores exactly like the in-memory one, through MLflow's pyfunc and signature.
         loaded = mlflow.pyfunc.load_model(f"models:/{tr.model_name}@champion")

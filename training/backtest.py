@@ -8,6 +8,7 @@ that same fold.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -69,6 +70,11 @@ class TargetBacktest:
             out[name] = {**{f"{k}_mean": float(v) for k, v in frame.mean().items()},
                          **{f"{k}_std": float(v) for k, v in frame.std(ddof=0).items()}}
         return out
+
+
+def config_hash(config: FunnelConfig) -> str:
+    """SHA-256 of the funnel config: scoring can check it built features with the config the model saw."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
 
 
 def target_rows(table: pd.DataFrame, target: str) -> pd.DataFrame:
@@ -135,6 +141,7 @@ def run_backtest(
             calibration=settings.calibration, class_weight=settings.class_weight,
             early_stopping_rounds=settings.early_stopping_rounds,
         )
+        model.config_hash_ = config_hash(config)
         logistic = fit_logistic(train, features, vocab, target, seed=settings.seed)
         heuristic = RecencyFrequency(config, target).fit(valid)
         scores = pd.DataFrame({

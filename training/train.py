@@ -159,13 +159,13 @@ def train(
                 backtest = run_backtest(table, target, config, truth=truth, params=params, progress=say)
                 warnings.extend(backtest.warnings)
                 name = f"{settings.model_name_prefix}-{target}"
-                decision, champion_problem = _compare_with_champion(table, target, backtest, name, config, force)
+                decision = _compare_with_champion(table, target, backtest, name, config, force)
                 say(f"{target}: logging to MLflow and registering {name}")
                 # The model goes first: MLflow links every metric already in the run to a newly logged
                 # model, one query per metric, which costs seconds with a backtest's thousand metrics.
                 version = tracking.log_model(backtest.model, target_rows(table, target), name, tags={
                     "target": target, "trained_at": trained_at, "test_cutoff": str(backtest.latest.fold.test),
-                    "input_hash": summary["input_hash"], "run_id": run_id,
+                    "input_hash": summary["input_hash"], "run_id": run_id, "config_hash": backtest.model.config_hash_,
                     **{f"test_{m}": f"{backtest.latest.metrics['lightgbm'][m]:.6f}" for m in HEADLINE},
                 })
                 tracking.set_alias(name, decision.alias, version.version)
@@ -213,7 +213,8 @@ def _tune(table, target, config, params, trials, say):
     return best, {"trials": trials, "best_valid_log_loss": value, "params": best}
 
 
-def _compare_with_champion(table, target, backtest, name, config, force) -> tuple[Decision, str | None]:
+def _compare_with_champion(table, target, backtest, name, config, force) -> Decision:
+    """Score the current champion on this run's latest test cutoff and decide the new version's alias."""
     from training import tracking
 
     settings = config.training
@@ -221,16 +222,16 @@ def _compare_with_champion(table, target, backtest, name, config, force) -> tupl
     new_score = backtest.latest.metrics["lightgbm"][metric]
     champion_version = tracking.alias_version(name, tracking.CHAMPION)
     if champion_version is None or force:
-        return decide(new_score, None, metric, settings.champion_tolerance, force, champion_version), None
+        return decide(new_score, None, metric, settings.champion_tolerance, force, champion_version)
     rows = target_rows(table, target)
     test = rows[rows["cutoff"] == backtest.latest.fold.test]
     try:
         _, champion = tracking.load_model(name, tracking.CHAMPION)
         p = champion.predict_proba(test)
     except SchemaError as exc:
-        return decide(new_score, None, metric, settings.champion_tolerance, False, champion_version, problem=str(exc)), str(exc)
+        return decide(new_score, None, metric, settings.champion_tolerance, False, champion_version, problem=str(exc))
     champion_score = binary_metrics(test[LABEL_COLUMNS[target]].to_numpy(dtype=int), p)[metric]
-    return decide(new_score, champion_score, metric, settings.champion_tolerance, False, champion_version), None
+    return decide(new_score, champion_score, metric, settings.champion_tolerance, False, champion_version)
 
 
 def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, params: dict, summary: dict) -> None:
