@@ -414,11 +414,14 @@ def demo_cmd(
     out.print("[bold]4. training set[/]", highlight=False)
     _print_training_summary(table, cfg)
     out.print(f"training set -> {path}; truth (true probabilities) -> {paths['truth']}", highlight=False)
-    out.print("[bold]5. trained, calibrated and registered[/] (oracle = the simulator's true probabilities)", highlight=False)
+    out.print("[bold]5. trained, calibrated and registered[/] (oracle = the simulator's true probability given each "
+              "customer's event history: the best a model of the log can score)", highlight=False)
     result = _train(table, cfg, truth=sim.truth, events=ev, customers=cust, tracking_uri=tracking_uri,
                     mlflow_dir=out_dir / "mlruns" if mlflow_dir is None else mlflow_dir,
                     report_dir=out_dir / "report", force=False, tune=0)
     _print_training_result(result)
+    if result.tracking_uri.startswith("sqlite:///"):
+        out.print(f"browse runs and the registry: mlflow ui --backend-store-uri {result.tracking_uri}", highlight=False)
     out.print(f"done in {time.perf_counter() - t0:.0f} s", highlight=False)
 
 
