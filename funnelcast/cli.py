@@ -282,7 +282,7 @@ MlflowDirOpt = Annotated[
 
 
 def _find_truth(events: str, truth: str | None):
-    """The simulator's truth table: --truth, else truth.parquet beside a local events file or folder."""
+    """The simulator's truth table: --truth, else truth.parquet (or .csv) beside a local events file or folder."""
     import pandas as pd
 
     if truth is not None:
@@ -292,8 +292,9 @@ def _find_truth(events: str, truth: str | None):
     else:
         if "://" in events:
             return None
-        path = Path(events).parent / "truth.parquet"
-        if not path.exists():
+        candidates = [Path(events).parent / f"truth.{ext}" for ext in ("parquet", "csv")]
+        path = next((c for c in candidates if c.exists()), None)
+        if path is None:
             return None
     frame = pd.read_parquet(path) if path.suffix.lower() != ".csv" else pd.read_csv(path)
     return frame

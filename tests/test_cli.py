@@ -179,3 +179,15 @@ def test_bad_config_names_the_field(tmp_path, simdir):
     r = run("check", "--events", str(simdir / "events.parquet"), "--config", str(cfg))
     assert r.returncode == 2
     assert "two stages" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_truth_is_found_beside_the_events_in_either_format(tmp_path):
+    from funnelcast.cli import UserError, _find_truth
+
+    (tmp_path / "events.csv").write_text("customer_id,timestamp,event_type\n")
+    assert _find_truth(str(tmp_path / "events.csv"), None) is None
+    pd.DataFrame({"customer_id": ["a"], "cutoff": ["2024-01-01T00:00:00Z"], "p_churn": [0.1]}).to_csv(tmp_path / "truth.csv", index=False)
+    assert list(_find_truth(str(tmp_path / "events.csv"), None)["customer_id"]) == ["a"]
+    assert _find_truth("sqlite:///crm.db#events", None) is None
+    with pytest.raises(UserError, match="--truth .* does not exist"):
+        _find_truth(str(tmp_path / "events.csv"), str(tmp_path / "nope.parquet"))
