@@ -113,10 +113,10 @@ def assess(
     for from_stage, to_stage in config.conversion_targets():
         rows = table.loc[(table["stage"] == from_stage) & table["convert_label"].notna(), "convert_label"]
         targets.append(
-            _verdict(f"convert:{from_stage}->{to_stage}", rows, history, minimums["history_days_conversion"], config)
+            target_verdict(f"convert:{from_stage}->{to_stage}", rows, config, history, minimums["history_days_conversion"])
         )
     churn_rows = table.loc[table["churn_label"].notna(), "churn_label"]
-    targets.append(_verdict("churn", churn_rows, history, minimums["history_days_churn"], config))
+    targets.append(target_verdict("churn", churn_rows, config, history, minimums["history_days_churn"]))
     if sparse_share > rd.max_share_sparse_customers:
         for t in targets:
             t.reasons.append("too many customers with too few events")
@@ -130,7 +130,10 @@ def _target_names(config: FunnelConfig) -> list[str]:
     return [f"convert:{a}->{b}" for a, b in config.conversion_targets()] + ["churn"]
 
 
-def _verdict(name: str, labels: pd.Series, history: float, need_history: int, config: FunnelConfig) -> TargetReadiness:
+def target_verdict(name: str, labels: pd.Series, config: FunnelConfig, history: float = float("inf"),
+                   need_history: int = 0) -> TargetReadiness:
+    """Whether ``labels`` (known labels only) have enough rows, positives and negatives under the
+    config's readiness minimums, and ``history`` days of data cover ``need_history``."""
     rd = config.readiness
     y = labels.astype("float64").to_numpy()
     positives = int(np.nansum(y))

@@ -132,6 +132,10 @@ class Traits:
     def take(self, idx: np.ndarray) -> Traits:
         return Traits(**{f: getattr(self, f)[idx] for f in self.__dataclass_fields__})
 
+    def column(self) -> Traits:
+        """The traits as (n, 1) columns, to broadcast against the 6 alive states."""
+        return self.take((slice(None), None))
+
 
 def _season(day_of_year: np.ndarray | float) -> np.ndarray:
     return 1.0 + 0.2 * np.sin(2 * np.pi * (np.asarray(day_of_year) - 80) / 365.25)
@@ -203,16 +207,14 @@ class _HistoryFilter:
         self.model = model
         self.belief = np.zeros((n, 6))
         self.belief[:, 0::2] = z0  # arrive alive, in a good mood, intent from the arrival distribution
-        self.zz = np.repeat(np.arange(N_Z), 2)[None, :]
-        self.mm = np.tile(np.arange(2), N_Z)[None, :]
         self.role_total = model.base.sum(axis=2)  # (R, S)
 
     def update(self, idx, s, tr: Traits, season, holiday, offer_active, counts, offer_expected, offer_seen,
                cancel, touched, bought) -> None:
         b = self.belief[idx]
         dead = np.clip(1.0 - b.sum(axis=1), 0.0, 1.0)
-        trb = Traits(**{f: getattr(tr, f)[:, None] for f in tr.__dataclass_fields__})
-        mult = self.model.multipliers(s[:, None], self.zz, self.mm, trb, season, holiday, offer_active[:, None])
+        trb = tr.column()
+        mult = self.model.multipliers(s[:, None], _Z_OF[None, :], _M_OF[None, :], trb, season, holiday, offer_active[:, None])
         lam = mult * self.role_total[:, s].T[:, None, :]  # (m, 6, R)
         n_r = counts[:, None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -228,7 +230,7 @@ class _HistoryFilter:
         w /= total[:, None]
         wd = wd / total
         # Going silent today (with a cancellation, seen, at P_CANCEL from the purchase stage on).
-        kappa = self.model.silent_hazard(s[:, None], self.zz, self.mm, trb, offer_active[:, None])
+        kappa = self.model.silent_hazard(s[:, None], _Z_OF[None, :], _M_OF[None, :], trb, offer_active[:, None])
         quiet_share = np.where(s >= 3, 1 - P_CANCEL, 1.0)
         wd = wd + (w * kappa).sum(axis=1) * quiet_share
         w = w * (1 - kappa)
@@ -272,8 +274,7 @@ def exact_probabilities(
     (intent, mood) states (the silent state holds the rest of the mass): the answer is linear in it.
     """
     n = len(stage)
-    zz = np.repeat(np.arange(N_Z), 2)[None, :]  # 6 alive states: (z, mood)
-    mm = np.tile(np.arange(2), N_Z)[None, :]
+    zz, mm = _Z_OF[None, :], _M_OF[None, :]  # the 6 alive states: (z, mood)
     if belief is None:
         pi = np.zeros((n, 6))
         pi[np.arange(n), z * 2 + mood] = alive.astype(float)
@@ -281,7 +282,7 @@ def exact_probabilities(
         pi = np.array(belief, dtype=float)
     killed = np.zeros(n)
     s = stage[:, None]
-    trb = Traits(**{f: getattr(tr, f)[:, None] for f in tr.__dataclass_fields__})
+    trb = tr.column()
     kill_rate_base = model.base[:, :, kill_types].sum(axis=2)  # (R, S)
     purchase = model.type_mask(("order", "repeat_order"))
     trigger_purchase = model.base[:, :, purchase & ~kill_types].sum(axis=2)  # (R, S)

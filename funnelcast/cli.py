@@ -283,21 +283,17 @@ MlflowDirOpt = Annotated[
 
 def _find_truth(events: str, truth: str | None):
     """The simulator's truth table: --truth, else truth.parquet (or .csv) beside a local events file or folder."""
-    import pandas as pd
+    from features.events import read_table
 
     if truth is not None:
-        path = Path(truth)
-        if not path.exists():
+        if "://" not in truth and not Path(truth).exists():
             raise UserError(f"--truth {truth!r} does not exist")
-    else:
-        if "://" in events:
-            return None
-        candidates = [Path(events).parent / f"truth.{ext}" for ext in ("parquet", "csv")]
-        path = next((c for c in candidates if c.exists()), None)
-        if path is None:
-            return None
-    frame = pd.read_parquet(path) if path.suffix.lower() != ".csv" else pd.read_csv(path)
-    return frame
+        return read_table(truth)[0]
+    if "://" in events:
+        return None
+    candidates = [Path(events).parent / f"truth.{ext}" for ext in ("parquet", "csv")]
+    path = next((c for c in candidates if c.exists()), None)
+    return None if path is None else read_table(path)[0]
 
 
 def _train(table, cfg, *, truth, events, customers, tracking_uri, mlflow_dir, report_dir, force, tune):

@@ -207,48 +207,46 @@ def test_labels_are_the_ones_the_feature_pipeline_built(table):
         assert rows[label].notna().all() and set(rows[label].unique()) <= {0, 1}
 
 
-def _events_before(sim, cutoff, ids):
-    ev = sim.events
-    ev = ev[(ev["timestamp"] < cutoff) & ev["customer_id"].isin(ids)].copy()
+def _latest_customers(result, target, n, sim):
+    """(model, latest test cutoff, n customer ids of its test rows, their events before it, their attributes)."""
+    backtest = result.targets[target].backtest
+    cutoff = backtest.latest.fold.test
+    ids = backtest.latest.scores["customer_id"].head(n).tolist()
+    ev = sim.events[(sim.events["timestamp"] < cutoff) & sim.events["customer_id"].isin(ids)].copy()
     ev["customer_id"] = ev["customer_id"].astype(str)
-    return ev
+    return backtest.model, cutoff, ids, ev, sim.customers[sim.customers["customer_id"].isin(ids)]
+
+
+def _score(model, events, customers, cutoff, config, ids):
+    """The model's probabilities for ``ids``, from features built at ``cutoff`` like serving builds them."""
+    from features.behaviour import build_features
+
+    return model.predict_proba(build_features(events, customers, cutoff, config).set_index("customer_id").loc[ids])
 
 
 def test_behaviour_a_fresh_visit_does_not_raise_churn_risk(trained, sim, config):
     """Direction: the same customers with one extra product-page visit yesterday look less likely to churn."""
-    from features.behaviour import build_features
-
     result, _ = trained
-    model = result.targets["churn"].backtest.model
-    cutoff = result.targets["churn"].backtest.latest.fold.test
-    ids = result.targets["churn"].backtest.latest.scores["customer_id"].head(300).tolist()
-    ev = _events_before(sim, cutoff, ids)
+    model, cutoff, ids, ev, customers = _latest_customers(result, "churn", 300, sim)
     visit = pd.DataFrame({"customer_id": ids, "timestamp": cutoff - pd.Timedelta(days=1),
                           "event_type": "blog_view", "channel": "direct", "amount": np.nan})
     visit = visit.astype({c: ev[c].dtype for c in ("timestamp", "amount")})
     fresher = pd.concat([ev, visit], ignore_index=True).sort_values(["customer_id", "timestamp"], kind="stable")
-    customers = sim.customers[sim.customers["customer_id"].isin(ids)]
-    before = model.predict_proba(build_features(ev, customers, cutoff, config).set_index("customer_id").loc[ids])
-    after = model.predict_proba(build_features(fresher, customers, cutoff, config).set_index("customer_id").loc[ids])
+    before = _score(model, ev, customers, cutoff, config, ids)
+    after = _score(model, fresher, customers, cutoff, config, ids)
     assert after.mean() < before.mean() - 0.02
     assert (after <= before + 0.02).mean() > 0.9
 
 
 def test_behaviour_renaming_customers_changes_no_score(trained, sim, config):
     """Invariance: scores depend on behaviour, not on the customer's id."""
-    from features.behaviour import build_features
-
     result, _ = trained
-    model = result.targets["convert"].backtest.model
-    cutoff = result.targets["convert"].backtest.latest.fold.test
-    ids = result.targets["convert"].backtest.latest.scores["customer_id"].head(200).tolist()
-    ev = _events_before(sim, cutoff, ids)
-    customers = sim.customers[sim.customers["customer_id"].isin(ids)]
+    model, cutoff, ids, ev, customers = _latest_customers(result, "convert", 200, sim)
     renamed_ids = {i: f"zz-{i[::-1]}" for i in ids}
     ev2 = ev.assign(customer_id=ev["customer_id"].map(renamed_ids)).sort_values(["customer_id", "timestamp"], kind="stable")
     cust2 = customers.assign(customer_id=customers["customer_id"].map(renamed_ids))
-    a = model.predict_proba(build_features(ev, customers, cutoff, config).set_index("customer_id").loc[ids])
-    b = model.predict_proba(build_features(ev2, cust2, cutoff, config).set_index("customer_id").loc[[renamed_ids[i] for i in ids]])
+    a = _score(model, ev, customers, cutoff, config, ids)
+    b = _score(model, ev2, cust2, cutoff, config, [renamed_ids[i] for i in ids])
     np.testing.assert_array_equal(a, b)
 
 

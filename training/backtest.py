@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.funnel import FunnelConfig
+from features.readiness import target_verdict
 from training.baselines import RecencyFrequency, fit_logistic, predict_logistic
 from training.metrics import binary_metrics
 from training.model import LABEL_COLUMNS, TargetModel, categorical_vocabularies, feature_columns, fit_target_model
@@ -83,21 +84,23 @@ def target_rows(table: pd.DataFrame, target: str) -> pd.DataFrame:
     return table.loc[table[label].notna()]
 
 
+def latest_test_rows(table: pd.DataFrame, backtest: TargetBacktest) -> pd.DataFrame:
+    """The labelled rows of the backtest's latest test cutoff (what the registered model was tested on)."""
+    rows = target_rows(table, backtest.target)
+    return rows[rows["cutoff"] == backtest.latest.fold.test]
+
+
 def horizon_days(config: FunnelConfig, target: str) -> int:
     return config.conversion.horizon_days if target == "convert" else config.churn.horizon_days
 
 
 def readiness_problem(table: pd.DataFrame, target: str, config: FunnelConfig) -> str | None:
     """Why ``target`` should be skipped (too few labelled rows, positives or negatives), or None."""
-    rows = target_rows(table, target)
-    y = rows[LABEL_COLUMNS[target]].to_numpy(dtype=int)
-    pos, neg = int(y.sum()), int(len(y) - y.sum())
-    need = config.readiness
-    if len(y) < need.min_eligible or min(pos, neg) < need.min_positives:
-        return (f"{target}: {len(y):,} labelled rows, {pos:,} positives, {neg:,} negatives; training needs at least "
-                f"{need.min_eligible:,} rows and {need.min_positives:,} of each class (readiness.min_eligible, "
-                "readiness.min_positives)")
-    return None
+    verdict = target_verdict(target, target_rows(table, target)[LABEL_COLUMNS[target]], config)
+    if verdict.ready:
+        return None
+    return (f"{target}: {verdict.rows:,} labelled rows with {verdict.positives:,} positives; "
+            f"{'; '.join(verdict.reasons)} (readiness.min_eligible, readiness.min_positives)")
 
 
 def _transition_names(config: FunnelConfig) -> dict[str, str]:

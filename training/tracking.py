@@ -35,10 +35,6 @@ class RegistryError(TrackingError):
     """The registry cannot give what was asked (no champion, an unreadable model)."""
 
 
-def _mlflow():
-    return mlflow
-
-
 def resolve_uri(tracking_uri: str | None = None, home: str | Path | None = None) -> tuple[str, Path | None]:
     """(tracking URI, local artifact folder or None). An explicit URI, else an explicit ``home`` (a
     SQLite store at ``<home>/mlflow.db`` with artifacts in ``<home>/artifacts``), else
@@ -54,7 +50,6 @@ def resolve_uri(tracking_uri: str | None = None, home: str | Path | None = None)
 
 def connect(tracking_uri: str | None = None, home: str | Path | None = None, experiment: str = EXPERIMENT) -> str:
     """Point MLflow at the store and make sure the experiment exists; returns the tracking URI."""
-    mlflow = _mlflow()
     uri, artifacts = resolve_uri(tracking_uri, home)
     user_env = os.environ.get("MLFLOW_TRACKING_URI")
     try:
@@ -77,7 +72,6 @@ def connect(tracking_uri: str | None = None, home: str | Path | None = None, exp
 @contextlib.contextmanager
 def run(name: str, nested: bool = False, tags: dict[str, str] | None = None) -> Iterator[str]:
     """A (possibly nested) MLflow run; yields its id."""
-    mlflow = _mlflow()
     with mlflow.start_run(run_name=name, nested=nested, tags=tags) as active:
         yield active.info.run_id
 
@@ -92,7 +86,6 @@ def metric_key(*parts: str) -> str:
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     """Log finite metrics in batches (NaN, e.g. an AUC on one class, is left out)."""
-    mlflow = _mlflow()
     clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
     items = list(clean.items())
     for i in range(0, len(items), 500):
@@ -100,19 +93,19 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
 
 
 def log_params(params: dict[str, Any]) -> None:
-    _mlflow().log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
+    mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
 
 
 def set_tags(tags: dict[str, Any]) -> None:
-    _mlflow().set_tags({k: str(v) for k, v in tags.items()})
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
 def log_dict(data: dict, artifact_file: str) -> None:
-    _mlflow().log_dict(data, artifact_file)
+    mlflow.log_dict(data, artifact_file)
 
 
 def log_artifact(path: str | Path, folder: str | None = None) -> None:
-    _mlflow().log_artifact(str(path), artifact_path=folder)
+    mlflow.log_artifact(str(path), artifact_path=folder)
 
 
 class FunnelcastModel(mlflow.pyfunc.PythonModel):
@@ -145,7 +138,6 @@ class RegisteredVersion:
 def log_model(model: TargetModel, example: pd.DataFrame, registered_name: str,
               tags: dict[str, Any] | None = None) -> RegisteredVersion:
     """Log ``model`` as an MLflow pyfunc model with signature and input example, and register it."""
-    mlflow = _mlflow()
     from mlflow.models import infer_signature
 
     example = example[model.feature_names_].head(5).copy()
@@ -158,29 +150,24 @@ def log_model(model: TargetModel, example: pd.DataFrame, registered_name: str,
         registered_model_name=registered_name, pip_requirements=_requirements(),
     )
     version = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
-    for k, v in (tags or {}).items():
-        client.set_model_version_tag(registered_name, version, k, str(v))
+    set_version_tags(registered_name, version, tags or {})
     return RegisteredVersion(name=registered_name, version=version, model_uri=f"models:/{registered_name}/{version}")
 
 
 def load_model(registered_name: str, alias: str = CHAMPION) -> tuple[str, TargetModel]:
     """(version, model) behind ``alias``; :class:`RegistryError` naming the store and model if there is none."""
-    mlflow = _mlflow()
-    client = mlflow.MlflowClient()
-    try:
-        mv = client.get_model_version_by_alias(registered_name, alias)
-    except mlflow.exceptions.MlflowException:
+    version = alias_version(registered_name, alias)
+    if version is None:
         raise RegistryError(
             f"no model {registered_name!r} with alias {alias!r} in the registry at {mlflow.get_tracking_uri()}; "
             "train one with `funnelcast train`"
-        ) from None
-    loaded = mlflow.pyfunc.load_model(f"models:/{registered_name}/{mv.version}")
-    return str(mv.version), loaded.unwrap_python_model().model
+        )
+    loaded = mlflow.pyfunc.load_model(f"models:/{registered_name}/{version}")
+    return version, loaded.unwrap_python_model().model
 
 
 def alias_version(registered_name: str, alias: str) -> str | None:
-    mlflow = _mlflow()
+    """The version behind ``alias``, or None when the model or the alias does not exist."""
     try:
         return str(mlflow.MlflowClient().get_model_version_by_alias(registered_name, alias).version)
     except mlflow.exceptions.MlflowException:
@@ -188,14 +175,10 @@ def alias_version(registered_name: str, alias: str) -> str | None:
 
 
 def set_alias(registered_name: str, alias: str, version: str) -> None:
-    _mlflow().MlflowClient().set_registered_model_alias(registered_name, alias, version)
-
-
-def version_tags(registered_name: str, version: str) -> dict[str, str]:
-    return dict(_mlflow().MlflowClient().get_model_version(registered_name, version).tags)
+    mlflow.MlflowClient().set_registered_model_alias(registered_name, alias, version)
 
 
 def set_version_tags(registered_name: str, version: str, tags: dict[str, Any]) -> None:
-    client = _mlflow().MlflowClient()
+    client = mlflow.MlflowClient()
     for k, v in tags.items():
         client.set_model_version_tag(registered_name, version, k, str(v))

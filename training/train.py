@@ -8,7 +8,8 @@ import datetime as dt
 import hashlib
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from features.funnel import FunnelConfig
-from training.backtest import (MODELS, TargetBacktest, TrainingDataError, horizon_days, readiness_problem,
+from training.backtest import (MODELS, TargetBacktest, TrainingDataError, horizon_days, latest_test_rows,
+                               readiness_problem,
                                run_backtest, target_rows)
 from training.metrics import binary_metrics
 from training.model import LABEL_COLUMNS, SchemaError, categorical_vocabularies, feature_columns
@@ -56,10 +58,13 @@ class TrainingResult:
     parent_run_id: str
     data: dict[str, Any]
     report_dir: Path
-    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
+    @cached_property
+    def entries(self) -> dict[str, dict[str, Any]]:
         """One entry per target and per conversion transition (what ``funnelcast train --json`` prints)."""
+        return _entries(self)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
         return self.entries
 
 
@@ -184,9 +189,7 @@ def train(
                 for path in images.values():
                     tracking.log_artifact(path, "report")
                 results[target] = TargetResult(backtest, run_id, name, version.version, decision, report_path, tuned)
-    result = TrainingResult(results, skipped, warnings, uri, parent_id, summary, out_dir)
-    result.entries = _entries(result, config)
-    return result
+    return TrainingResult(results, skipped, warnings, uri, parent_id, summary, out_dir)
 
 
 def _tune(table, target, config, params, trials, say):
@@ -223,8 +226,7 @@ def _compare_with_champion(table, target, backtest, name, config, force) -> Deci
     champion_version = tracking.alias_version(name, tracking.CHAMPION)
     if champion_version is None or force:
         return decide(new_score, None, metric, settings.champion_tolerance, force, champion_version)
-    rows = target_rows(table, target)
-    test = rows[rows["cutoff"] == backtest.latest.fold.test]
+    test = latest_test_rows(table, backtest)
     try:
         _, champion = tracking.load_model(name, tracking.CHAMPION)
         p = champion.predict_proba(test)
@@ -277,8 +279,7 @@ def _plots(backtest: TargetBacktest, table: pd.DataFrame, target: str, out_dir: 
     from training import report
 
     scores = backtest.latest.scores
-    rows = target_rows(table, target)
-    test = rows[rows["cutoff"] == backtest.latest.fold.test]
+    test = latest_test_rows(table, backtest)
     return {
         "calibration": report.plot_calibration(scores, out_dir / f"{target}_calibration.png"),
         "gains": report.plot_gains(scores, out_dir / f"{target}_gains.png"),
@@ -287,7 +288,7 @@ def _plots(backtest: TargetBacktest, table: pd.DataFrame, target: str, out_dir: 
     }
 
 
-def _entries(result: TrainingResult, config: FunnelConfig) -> dict[str, dict[str, Any]]:
+def _entries(result: TrainingResult) -> dict[str, dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {}
     for target, tr in result.targets.items():
         latest = tr.backtest.latest
