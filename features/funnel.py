@@ -8,6 +8,8 @@ generated from a :class:`FunnelConfig`.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import re
 import zoneinfo
 from functools import cached_property
@@ -112,6 +114,39 @@ class TrainingConfig(_Strict):
     )
 
 
+class RiskTier(_Strict):
+    name: Name
+    min_churn_probability: float = Field(ge=0, le=1)
+
+
+class ServingConfig(_Strict):
+    """How scores are served and listed (read by ``serving/``; features and training never look here)."""
+
+    risk_tiers: list[RiskTier] = Field(
+        default_factory=lambda: [RiskTier(name="high", min_churn_probability=0.5),
+                                 RiskTier(name="medium", min_churn_probability=0.2),
+                                 RiskTier(name="low", min_churn_probability=0.0)],
+        min_length=1,
+        description="Churn-probability floors, highest first; a customer gets the first tier whose floor they reach.",
+    )
+    value_window_days: int = Field(365, gt=0, description="Customer value = spend in this many days before as_of.")
+    reasons: int = Field(3, ge=1, le=10, description="Reasons per scored customer.")
+    max_customers_per_request: int = Field(1000, ge=1)
+    max_events_per_request: int = Field(10_000, ge=1)
+    max_outreach: int = Field(10_000, ge=1)
+
+    @field_validator("risk_tiers")
+    @classmethod
+    def _descending(cls, v: list[RiskTier]) -> list[RiskTier]:
+        floors = [t.min_churn_probability for t in v]
+        if floors != sorted(floors, reverse=True) or len(set(floors)) != len(floors):
+            raise ValueError(f"risk_tiers must go from the highest churn-probability floor down, without repeats; got {floors}")
+        if floors[-1] != 0:
+            raise ValueError("the last risk tier must have min_churn_probability 0, so that every customer gets a tier")
+        _no_repeats([t.name for t in v], "risk tier names")
+        return v
+
+
 class FunnelConfig(_Strict):
     """A validated funnel. Stage order is the journey's order; each event type evidences at most one stage."""
 
@@ -133,6 +168,7 @@ class FunnelConfig(_Strict):
     snapshots: SnapshotConfig = SnapshotConfig()
     readiness: ReadinessConfig = ReadinessConfig()
     training: TrainingConfig = TrainingConfig()
+    serving: ServingConfig = ServingConfig()
 
     @field_validator("source_timezone")
     @classmethod
@@ -227,6 +263,12 @@ class FunnelConfig(_Strict):
     @cached_property
     def churn_stage_index(self) -> int:
         return self.stage_names.index(self.churn.applies_from_stage)
+
+    def data_hash(self) -> str:
+        """SHA-256 of everything that shapes feature rows and labels (not training, readiness or serving
+        settings): a model scores correctly only with features built under the same hash."""
+        shape = self.model_dump(mode="json", exclude={"training", "readiness", "serving", "name"})
+        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
 
     def conversion_targets(self) -> list[tuple[str, str]]:
         """(from_stage, to_stage) for every stage that has a next one."""

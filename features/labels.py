@@ -30,11 +30,21 @@ def _window_mask(a: EventArrays, start: int, days: int) -> np.ndarray:
     return (a.ts >= start) & (a.ts < start + days * DAY_NS)
 
 
-def compute_labels(a: EventArrays, t: int, spec: FeatureSpec, features: np.ndarray) -> Labels:
-    """Eligibility from the point-in-time ``features`` at ``t``; outcomes from events in each horizon."""
+@dataclass(frozen=True)
+class Eligibility:
+    """Who each target applies to at a cutoff, from events strictly before it (what scoring uses too)."""
+
+    stage: np.ndarray  # (C,) float stage index, NaN before any stage
+    convert: np.ndarray  # (C,) bool: at a stage with a next one and active recently enough
+    churn: np.ndarray  # (C,) bool: at the churn stage or later and not churned already
+    lapsed: np.ndarray  # (C,) bool: at a stage but inactive past conversion.active_within_days
+    churned: np.ndarray  # (C,) bool: at the churn stage or later and churned already
+
+
+def eligibility(a: EventArrays, t: int, spec: FeatureSpec, features: np.ndarray) -> Eligibility:
+    """Eligibility at ``t`` from the point-in-time ``features`` (columns ``spec.columns``) and events before ``t``."""
     cfg = spec.config
-    col = {name: i for i, name in enumerate(spec.columns)}
-    stage = features[:, col["current_stage"]]
+    stage = features[:, spec.columns.index("current_stage")]
     c = a.n_customers
     # Activity windows are compared in integer nanoseconds: float days cannot tell 180 d from 180 d + 1 ns.
     visible_activity = spec.type_activity[a.event_type] & (a.ts < t)
@@ -44,28 +54,39 @@ def compute_labels(a: EventArrays, t: int, spec: FeatureSpec, features: np.ndarr
     def active_within(days: int) -> np.ndarray:
         return last_activity >= t - days * DAY_NS
 
-    n_stages = spec.n_stages
-
-    h_conv = cfg.conversion.horizon_days
-    win = _window_mask(a, t, h_conv)
-    furthest = np.full(c, -1, dtype=np.int64)
-    np.maximum.at(furthest, a.customer[win], spec.type_stage[a.event_type[win]])
     with np.errstate(invalid="ignore"):
-        convert_eligible = (stage >= 0) & (stage < n_stages - 1) & active_within(cfg.conversion.active_within_days)
-    convert = (furthest > np.nan_to_num(stage, nan=n_stages)).astype(np.int8)
-
-    h_churn = cfg.churn.horizon_days
-    win = _window_mask(a, t, h_churn)
-    with np.errstate(invalid="ignore"):
+        has_stage = stage >= 0
+        recent = active_within(cfg.conversion.active_within_days)
+        convert = has_stage & (stage < spec.n_stages - 1) & recent
         at_churn_stage = stage >= cfg.churn_stage_index
     if cfg.churn.definition == "inactivity":
-        with np.errstate(invalid="ignore"):
-            churn_eligible = at_churn_stage & active_within(h_churn)
+        churn = at_churn_stage & active_within(cfg.churn.horizon_days)
+    else:
+        before = np.isin(a.event_type, _churn_codes(cfg)) & (a.ts < t)
+        churn = at_churn_stage & (np.bincount(a.customer[before], minlength=c) == 0)
+    return Eligibility(stage, convert, churn, has_stage & ~at_churn_stage & ~recent, at_churn_stage & ~churn)
+
+
+def _churn_codes(cfg) -> list[int]:
+    return [cfg.event_types.index(e) for e in cfg.churn.churn_event_types]
+
+
+def compute_labels(a: EventArrays, t: int, spec: FeatureSpec, features: np.ndarray) -> Labels:
+    """Eligibility from the point-in-time ``features`` at ``t``; outcomes from events in each horizon."""
+    cfg = spec.config
+    elig = eligibility(a, t, spec, features)
+    c = a.n_customers
+    n_stages = spec.n_stages
+
+    win = _window_mask(a, t, cfg.conversion.horizon_days)
+    furthest = np.full(c, -1, dtype=np.int64)
+    np.maximum.at(furthest, a.customer[win], spec.type_stage[a.event_type[win]])
+    convert = (furthest > np.nan_to_num(elig.stage, nan=n_stages)).astype(np.int8)
+
+    win = _window_mask(a, t, cfg.churn.horizon_days)
+    if cfg.churn.definition == "inactivity":
         active = spec.type_activity[a.event_type] & win
         churn = (np.bincount(a.customer[active], minlength=c) == 0).astype(np.int8)
     else:
-        is_churn_event = np.isin(a.event_type, [cfg.event_types.index(e) for e in cfg.churn.churn_event_types])
-        before = is_churn_event & (a.ts < t)
-        churn_eligible = at_churn_stage & (np.bincount(a.customer[before], minlength=c) == 0)
-        churn = (np.bincount(a.customer[is_churn_event & win], minlength=c) > 0).astype(np.int8)
-    return Labels(convert_eligible, convert, churn_eligible, churn)
+        churn = (np.bincount(a.customer[np.isin(a.event_type, _churn_codes(cfg)) & win], minlength=c) > 0).astype(np.int8)
+    return Labels(elig.convert, convert, elig.churn, churn)

@@ -8,7 +8,6 @@ that same fold.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -74,8 +73,8 @@ class TargetBacktest:
 
 
 def config_hash(config: FunnelConfig) -> str:
-    """SHA-256 of the funnel config: scoring can check it built features with the config the model saw."""
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+    """The funnel config's data hash: scoring checks it built features with the config the model saw."""
+    return config.data_hash()
 
 
 def target_rows(table: pd.DataFrame, target: str) -> pd.DataFrame:
@@ -145,6 +144,8 @@ def run_backtest(
             early_stopping_rounds=settings.early_stopping_rounds,
         )
         model.config_hash_ = config_hash(config)
+        # The model carries its funnel, so a scorer rebuilds exactly the features it was trained on.
+        model.metadata_["funnel_config"] = config.model_dump(mode="json")
         logistic = fit_logistic(train, features, vocab, target, seed=settings.seed)
         heuristic = RecencyFrequency(config, target).fit(valid)
         scores = pd.DataFrame({

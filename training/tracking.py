@@ -182,3 +182,14 @@ def set_version_tags(registered_name: str, version: str, tags: dict[str, Any]) -
     client = mlflow.MlflowClient()
     for k, v in tags.items():
         client.set_model_version_tag(registered_name, version, k, str(v))
+
+
+def version_info(registered_name: str, version: str) -> dict[str, Any]:
+    """A registered version's tags (target, trained_at, test metrics, config hash, run id) and registry fields."""
+    mv = mlflow.MlflowClient().get_model_version(registered_name, version)
+    return {"name": registered_name, "version": str(mv.version), "aliases": list(mv.aliases),
+            "registered_at": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").isoformat(), **dict(mv.tags)}
+
+
+def tracking_uri() -> str:
+    return mlflow.get_tracking_uri()

@@ -1,0 +1,127 @@
+"""Per-prediction feature contributions by path attribution, cheap enough for every request and every batch row.
+
+TreeSHAP (LightGBM's ``pred_contrib``) costs ~6.6 ms per row here: an hour for a million customers.
+Path attribution ("Saabas") walks each tree's root→leaf path once, at load time, and credits every
+split on it with ``value(child) − value(parent)`` for the split's feature. A row's contributions are
+then the sum, over trees, of the per-leaf credits of the leaves it lands in: a sparse matrix product,
+~0.1 ms per row. They add up exactly to the raw score minus :attr:`PathAttribution.bias` (the sum of
+the trees' root values), so they explain the same log-odds the model scored; TreeSHAP's differ by a
+constant base and by how interactions are shared, and :func:`agreement` measures how often the two
+pick the same top reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import scipy.sparse as sp
+
+
+DENSE_LIMIT = 4_000_000  # leaves × features: 32 MB of float64
+
+
+@dataclass(frozen=True)
+class PathAttribution:
+    """The per-leaf credit table of one booster (first ``num_iteration`` trees)."""
+
+    num_iteration: int
+    n_features: int
+    tree_offsets: np.ndarray  # (T,) index of each tree's leaf 0 in the global leaf axis
+    leaf_credit: sp.csr_matrix  # (L, F) credit of every leaf's path to every feature
+    bias: float  # Σ over trees of the root value: the raw score of a row credited with nothing
+    dense: np.ndarray | None = None  # leaf_credit as an array, when small enough
+
+    @classmethod
+    def from_booster(cls, booster: lgb.Booster, num_iteration: int) -> PathAttribution:
+        dump = booster.dump_model(num_iteration=num_iteration)
+        n_features = len(dump["feature_names"])
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
+        offsets = []
+        bias = 0.0
+        n_leaves = 0
+        for tree in dump["tree_info"][:num_iteration]:
+            offsets.append(n_leaves)
+            root = tree["tree_structure"]
+            if "leaf_value" in root:  # a tree that never split: a constant, all bias
+                bias += root["leaf_value"]
+                n_leaves += 1
+                continue
+            bias += root["internal_value"]
+            # Iterative walk: (node, path credits so far as {feature: credit}).
+            stack = [(root, {})]
+            while stack:
+                node, credit = stack.pop()
+                if "leaf_index" in node:
+                    leaf = n_leaves + node["leaf_index"]
+                    for f, c in credit.items():
+                        rows.append(leaf)
+                        cols.append(f)
+                        vals.append(c)
+                    continue
+                f = node["split_feature"]
+                for child in (node["left_child"], node["right_child"]):
+                    value = child["leaf_value"] if "leaf_index" in child else child["internal_value"]
+                    step = dict(credit)
+                    step[f] = step.get(f, 0.0) + value - node["internal_value"]
+                    stack.append((child, step))
+            n_leaves += tree["num_leaves"]
+        table = sp.csr_matrix((vals, (rows, cols)), shape=(n_leaves, n_features), dtype=np.float64)
+        # A request scores a row or a few: a dense copy of a small table skips scipy's per-call overhead.
+        dense = table.toarray() if n_leaves * n_features <= DENSE_LIMIT else None
+        return cls(num_iteration, n_features, np.asarray(offsets, dtype=np.int64), table, float(bias), dense)
+
+    def contributions(self, booster: lgb.Booster, X: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        """(rows × features) log-odds credits; ``contributions(X).sum(1) + bias`` is the raw score."""
+        leaves = booster.predict(X, pred_leaf=True, num_iteration=self.num_iteration, num_threads=num_threads)
+        leaves = np.asarray(leaves, dtype=np.int64).reshape(len(X), -1) + self.tree_offsets
+        n, t = leaves.shape
+        if self.dense is not None and n <= 64:
+            return self.dense[leaves].sum(axis=1)
+        hits = sp.csr_matrix(
+            (np.ones(n * t), leaves.ravel(), np.arange(0, n * t + 1, t)), shape=(n, self.leaf_credit.shape[0])
+        )
+        return (hits @ self.leaf_credit).toarray()
+
+
+def top_features(contributions: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, credits) of each row's ``k`` largest positive credits, largest first; index -1 where
+    a row has fewer than ``k`` features pushing its score up."""
+    k = min(k, contributions.shape[1])
+    part = np.argpartition(-contributions, k - 1, axis=1)[:, :k]
+    credit = np.take_along_axis(contributions, part, axis=1)
+    order = np.argsort(-credit, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    credit = np.take_along_axis(credit, order, axis=1)
+    idx = np.where(credit > 0, idx, -1)
+    return idx, np.where(credit > 0, credit, 0.0)
+
+
+def agreement(attribution: PathAttribution, booster: lgb.Booster, X: np.ndarray, k: int = 3) -> dict[str, float]:
+    """How often path attribution's top reasons are TreeSHAP's, over the rows of ``X``.
+
+    ``top1_match``: same top feature; ``top1_in_shap_topk``: path attribution's top feature is among
+    TreeSHAP's top ``k``; ``topk_overlap``: mean share of the two top-``k`` sets in common (reasons
+    are features pushing the score *up*, as served). Also the largest error of the path credits'
+    sum against the raw score, which should be float rounding.
+    """
+    path = attribution.contributions(booster, X)
+    shap = booster.predict(X, pred_contrib=True, num_iteration=attribution.num_iteration)[:, :-1]
+    raw = booster.predict(X, raw_score=True, num_iteration=attribution.num_iteration)
+    p_idx, _ = top_features(path, k)
+    s_idx, _ = top_features(shap, k)
+    has = (p_idx[:, 0] >= 0) & (s_idx[:, 0] >= 0)
+    overlap = [
+        len(set(a[a >= 0]) & set(b[b >= 0])) / max(1, min((a >= 0).sum(), (b >= 0).sum()))
+        for a, b in zip(p_idx[has], s_idx[has], strict=True)
+    ]
+    return {
+        "rows": int(has.sum()),
+        "top1_match": float(np.mean(p_idx[has, 0] == s_idx[has, 0])),
+        "top1_in_shap_topk": float(np.mean([a in b for a, b in zip(p_idx[has, 0], s_idx[has], strict=True)])),
+        "topk_overlap": float(np.mean(overlap)),
+        "max_sum_error": float(np.max(np.abs(path.sum(axis=1) + attribution.bias - raw))),
+    }

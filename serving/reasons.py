@@ -1,0 +1,172 @@
+"""Feature values in words a retention agent understands: "no activity for 45 days", "3 support tickets in the last 30 days".
+
+Every phrase is generated from the funnel config's vocabulary (stages, event types, groups, windows),
+the same one :func:`features.behaviour.feature_spec` names the columns from, so a business's own
+funnel gets its own words. A column no rule knows (a new feature, a customer attribute) still gets a
+plain "name: value" phrase rather than nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from features.behaviour import FeatureSpec
+
+Phrase = Callable[[float], str]
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ")
+
+
+_PARTICIPLES = ("read", "written", "sent", "made", "done", "seen", "given", "taken")
+
+
+def _event_noun(name: str) -> str:
+    """A countable noun for an event type: "support ticket", or "email opened event" for a participle."""
+    words = _words(name)
+    last = words.rsplit(" ", 1)[-1]
+    return f"{words} event" if last.endswith("ed") or last in _PARTICIPLES else words
+
+
+def _plural(noun: str, n: float) -> str:
+    if round(n) == 1:
+        return noun
+    if noun.endswith(("s", "x", "ch", "sh")):
+        return noun + "es"
+    return noun + "s"
+
+
+def _count(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def _days(d: float) -> str:
+    d = round(d)
+    return f"{d:,} day" if d == 1 else f"{d:,} days"
+
+
+def _window(label: str) -> str:
+    return "ever" if label == "all_time" else f"in the last {_days(float(label.removesuffix('d')))}"
+
+
+def _counted(noun: str, window: str, via: str = "") -> Phrase:
+    def phrase(n: float) -> str:
+        amount = "no" if n == 0 else _count(n)
+        return f"{amount} {_plural(noun, n)}{via} {window}"
+
+    return phrase
+
+
+def _quiet(what: str, never: str, absent: str | None = None) -> Phrase:
+    """Recency of the customer's own activity: "last active 2 days ago", "no activity for 45 days"."""
+    def phrase(d: float) -> str:
+        if math.isnan(d):
+            return never
+        return f"last {what} {_days(d)} ago" if d < 7 else f"no {absent or what} for {_days(d)}"
+
+    return phrase
+
+
+def _since(what: str, never: str) -> Phrase:
+    return lambda d: never if math.isnan(d) else f"{what} {_days(d)} ago"
+
+
+class Phrasebook:
+    """Column name → a function from the column's value to a phrase, for one feature spec."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        cfg = spec.config
+        book: dict[str, Phrase] = {}
+        stages = cfg.stage_names
+        nouns = {t: _event_noun(t) for t in cfg.event_types}
+        group_nouns = {f"stage_{s}": f"{_words(s)}-stage event" for s in stages}
+        group_nouns |= {g: f"{_words(g)} event" for g in cfg.event_groups}
+        group_nouns |= {"activity": "action", "events": "event"}
+        for w in spec.window_labels:
+            window = _window(w)
+            for t, noun in nouns.items():
+                book[f"count_{t}_{w}"] = _counted(noun, window)
+            for g, noun in group_nouns.items():
+                book[f"count_{g}_{w}"] = _counted(noun, window)
+            book[f"active_days_{w}"] = (
+                lambda n, window=window: f"not active {window}" if n == 0 else f"active on {_count(n)} {_plural('day', n)} {window}"
+            )
+            book[f"count_inbound_{w}"] = _counted("visit or request of their own", window)
+            book[f"count_outbound_{w}"] = _counted("touch from us", window)
+            book[f"spend_{w}"] = lambda v, window=window: f"spent {v:,.2f} {window}"
+        for c in cfg.channel_names:
+            book[f"count_channel_{c}_all_time"] = _counted("event", "ever", via=f" via {_words(c)}")
+        book["inbound_share_all_time"] = lambda v: "no contacts yet" if math.isnan(v) else f"{v:.0%} of contacts came from them"
+        book["days_since_last_event"] = _quiet("event", "no events yet", "events")
+        book["tenure_days"] = _since("first seen", "not seen yet")
+        for s in stages:
+            book[f"days_since_last_stage_{s}"] = _since(f"last {_words(s)}-stage event", f"never at the {_words(s)} stage")
+        for m in spec.marker_names:
+            if m == "activity":
+                book["days_since_last_activity"] = _quiet("activity", "no activity yet")
+            elif m == "purchase":
+                book["days_since_last_purchase"] = _quiet("purchase", "never purchased", "purchases")
+            else:
+                book[f"days_since_last_{m}"] = _since(f"last {_words(m)} event", f"no {_words(m)} events yet")
+        book["current_stage"] = lambda v: "no stage yet" if math.isnan(v) else f"at the {_words(stages[int(v)])} stage"
+        book["days_in_current_stage"] = lambda d: "no stage yet" if math.isnan(d) else f"{_days(d)} at the current stage"
+        for s in stages[1:]:
+            book[f"days_to_reach_stage_{s}"] = (
+                lambda d, s=s: f"not at the {_words(s)} stage yet" if math.isnan(d) else f"took {_days(d)} to reach {_words(s)}"
+            )
+        trend = cfg.features.trend_days
+        book[f"activity_last_{trend}d"] = _counted("action", f"in the last {_days(trend)}")
+        book[f"activity_prev_{trend}d"] = _counted("action", f"in the {_days(trend)} before that")
+        book["activity_trend"] = lambda v: (
+            "activity steady" if abs(v) < 0.05 else f"activity {'down' if v < 0 else 'up'} {abs(v):.0%} on the month before"
+        )
+        book["days_since_first_purchase"] = _since("first purchase", "never purchased")
+        book["avg_order_value"] = lambda v: "no order values" if math.isnan(v) else f"average order {v:,.2f}"
+        book["max_order_value"] = lambda v: "no order values" if math.isnan(v) else f"largest order {v:,.2f}"
+        book["mean_days_between_purchases"] = (
+            lambda d: "only one purchase" if math.isnan(d) else f"buys every {_days(d)} on average"
+        )
+        book["std_days_between_purchases"] = (
+            lambda d: "only one purchase" if math.isnan(d) else f"gaps between purchases vary by {_days(d)}"
+        )
+        book["last_days_between_purchases"] = (
+            lambda d: "only one purchase" if math.isnan(d) else f"last gap between purchases {_days(d)}"
+        )
+        self._book = book
+        # Features that state the same fact (recency of activity, one event type over several windows)
+        # share a concept, so a customer's reasons are different facts, not one fact three ways.
+        concept: dict[str, str] = {}
+        for w in spec.window_labels:
+            concept |= {f"count_{t}_{w}": f"type:{t}" for t in cfg.event_types}
+            concept |= {f"count_stage_{s}_{w}": f"stage:{s}" for s in stages}
+            concept |= {f"count_{g}_{w}": f"group:{g}" for g in cfg.event_groups}
+            concept |= {f"count_{g}_{w}": "activity" for g in ("activity", "events", "inbound")}
+            concept |= {f"active_days_{w}": "activity", f"count_outbound_{w}": "outbound", f"spend_{w}": "spend"}
+        concept |= {f"days_since_last_stage_{s}": f"stage:{s}" for s in stages}
+        concept |= {f"days_since_last_{g}": f"group:{g}" for g in cfg.event_groups}
+        concept |= {c: "activity" for c in ("days_since_last_event", "days_since_last_activity", f"activity_last_{trend}d",
+                                            f"activity_prev_{trend}d", "activity_trend")}
+        concept |= {c: "purchase" for c in ("days_since_last_purchase", "days_since_first_purchase")}
+        concept |= {c: "purchase_rhythm" for c in ("mean_days_between_purchases", "std_days_between_purchases",
+                                                   "last_days_between_purchases")}
+        self._concept = concept
+
+    def concept(self, column: str) -> str:
+        """The fact a column states; reasons for one customer name each fact once."""
+        return self._concept.get(column, column)
+
+    def phrase(self, column: str, value: object) -> str:
+        """The words for ``column`` = ``value`` (a category, a number, or NaN for missing)."""
+        rule = self._book.get(column)
+        if rule is not None and isinstance(value, (int, float)):
+            return rule(float(value))
+        if column.startswith("days_since_") and isinstance(value, (int, float)):
+            what = _words(column.removeprefix("days_since_"))
+            return f"no {what} yet" if math.isnan(value) else f"{what} {_days(value)} ago"
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return f"{_words(column)} unknown"
+        if isinstance(value, float):
+            return f"{_words(column)} {value:,.4g}"
+        return f"{_words(column)}: {value}"
