@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -420,6 +421,163 @@ def demo_cmd(
     if result.tracking_uri.startswith("sqlite:///"):
         out.print(f"browse runs and the registry: mlflow ui --backend-store-uri {result.tracking_uri}", highlight=False)
     out.print(f"done in {time.perf_counter() - t0:.0f} s", highlight=False)
+
+
+# ---- scoring -------------------------------------------------------------------------------------
+
+def _scorer(config: Path | None, tracking_uri: str | None, mlflow_dir: Path | None):
+    from serving.scoring import Scorer
+
+    return Scorer.from_registry(_config(config) if config else None, tracking_uri=tracking_uri, home=mlflow_dir)
+
+
+def _scoring_input(events: str, customers: str | None, scorer, as_of: str | None):
+    """(event arrays, customers, as-of ns): events at or after ``as_of`` stay in the source but out of view, counted."""
+    from features.behaviour import EventArrays
+    from features.events import read_customers, read_events
+    from serving.scoring import ScoringError
+
+    cfg = scorer.config
+    try:
+        t = scorer.as_of_ns(as_of)
+    except ScoringError as exc:
+        raise UserError(f"--as-of: {exc}") from None
+    ev, summary = read_events(events, cfg)
+    _print_summary(summary)
+    later = int((ev["timestamp"].to_numpy(dtype="datetime64[ns]").view("int64") >= t).sum())
+    if later:
+        out.print(f"  not visible at the as-of time (at or after it): {later:,} events", highlight=False)
+    cust = read_customers(customers, cfg)[0] if customers is not None else None
+    ids = None if cust is None else sorted(set(ev["customer_id"].astype(str)) | set(cust["customer_id"].astype(str)))
+    return EventArrays.from_frame(ev, cfg, customer_ids=ids), cust, t
+
+
+def _threads() -> int:
+    from training.model import training_threads
+
+    return training_threads() or 0
+
+
+def _sink(frame, destination: str, what: str, state_dir: Path | None) -> None:
+    from serving.sinks import write_table
+
+    headers = {}
+    key = os.environ.get("FUNNELCAST_WEBHOOK_TOKEN", "").strip()
+    if key and destination.startswith(("http://", "https://")):
+        headers["Authorization"] = f"Bearer {key}"
+    with _progress() as bar:
+        task = bar.add_task(f"writing {what}", total=len(frame))
+        report = write_table(frame, destination, what=what, state_dir=state_dir, headers=headers,
+                             progress=lambda done, total: bar.update(task, completed=done))
+    out.print(report.line(), highlight=False)
+
+
+OutOpt = Annotated[str, typer.Option("--out", help="Parquet/CSV path, SQL URL with '#table', or an http(s) webhook URL.")]
+StateOpt = Annotated[Optional[Path], typer.Option("--state-dir", help="Webhook delivery state, for resuming (default .funnelcast/webhook-state).")]
+ScoreAsOfOpt = Annotated[Optional[str], typer.Option("--as-of", help="Score as of this time (UTC unless it has an offset); events at or after it are not seen. Default: now.")]
+
+
+def _print_outreach(ranked, n: int = 10) -> None:
+    t = Table(title=f"outreach: top {min(n, len(ranked))} of {len(ranked):,} by value at risk (churn probability × 12-month spend)")
+    for c in ("rank", "customer", "stage", "segment", "churn p", "tier", "value", "at risk", "why"):
+        t.add_column(c, justify="right" if c in ("rank", "churn p", "value", "at risk") else "left")
+    for row in ranked.head(n).itertuples():
+        why = "; ".join(r for r in (row.reason_1, row.reason_2, row.reason_3) if isinstance(r, str))
+        t.add_row(str(row.rank), str(row.customer_id), str(row.stage), str(getattr(row, "segment", "") or ""),
+                  f"{row.churn_probability:.2f}", str(row.risk_tier), f"{row.customer_value:,.0f}", f"{row.value_at_risk:,.0f}", why)
+    out.print(t)
+
+
+@app.command("score")
+@_friendly
+def score_cmd(
+    events: EventsOpt,
+    out_path: OutOpt,
+    customers: CustomersOpt = None,
+    as_of: ScoreAsOfOpt = None,
+    state_dir: StateOpt = None,
+    tracking_uri: TrackingOpt = None,
+    mlflow_dir: MlflowDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Score every customer with the champion models and write a table a CRM can import."""
+    from serving.scoring import score_population
+
+    scorer = _scorer(config, tracking_uri, mlflow_dir)
+    arrays, cust, t = _scoring_input(events, customers, scorer, as_of)
+    with _progress() as bar:
+        task = bar.add_task(f"scoring {arrays.n_customers:,} customers", total=arrays.n_customers)
+        scored = score_population(scorer, arrays, cust, t, threads=_threads(),
+                                  progress=lambda done, total: bar.update(task, completed=done))
+    table = scorer.frame(scored)
+    counts = table["status"].value_counts().to_dict()
+    tiers = table["risk_tier"].value_counts().to_dict()
+    out.print(f"scored {len(table):,} customers as of {table['as_of'].iloc[0] if len(table) else '-'}: "
+              + ", ".join(f"{v:,} {k}" for k, v in counts.items())
+              + "; risk tiers: " + ", ".join(f"{v:,} {k}" for k, v in tiers.items()), highlight=False)
+    _sink(table, out_path, "scores", state_dir)
+
+
+@app.command("outreach")
+@_friendly
+def outreach_cmd(
+    events: EventsOpt,
+    out_path: OutOpt,
+    top: Annotated[int, typer.Option("--top", min=1, help="How many customers to list.")] = 500,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="Only customers at this stage.")] = None,
+    segment: Annotated[Optional[str], typer.Option("--segment", help="Only customers of this segment (customers table).")] = None,
+    customers: CustomersOpt = None,
+    as_of: ScoreAsOfOpt = None,
+    state_dir: StateOpt = None,
+    tracking_uri: TrackingOpt = None,
+    mlflow_dir: MlflowDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The customers to contact first, by expected value at risk, with reasons; written like scores."""
+    from serving.scoring import CustomerBase
+
+    scorer = _scorer(config, tracking_uri, mlflow_dir)
+    arrays, cust, t = _scoring_input(events, customers, scorer, as_of)
+    with _progress() as bar:
+        task = bar.add_task(f"scoring {arrays.n_customers:,} customers", total=arrays.n_customers)
+        base = CustomerBase(scorer, arrays, cust, t, threads=_threads(), progress=lambda done, total: bar.update(task, completed=done))
+    ranked, _ = base.outreach(top, stage, segment)
+    _print_outreach(ranked)
+    _sink(ranked, out_path, "outreach", state_dir)
+
+
+@app.command("serve")
+@_friendly
+def serve_cmd(
+    events: EventsOpt,
+    customers: CustomersOpt = None,
+    as_of: ScoreAsOfOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 3000,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Serve without an API key (local use only).")] = False,
+    tracking_uri: TrackingOpt = None,
+    mlflow_dir: MlflowDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Start the scoring service (BentoML): /score, /score_events, /outreach, /model_info."""
+    from training.tracking import resolve_uri
+
+    if not os.environ.get("FUNNELCAST_API_KEY", "").strip() and not insecure:
+        raise UserError("FUNNELCAST_API_KEY is not set: every request must carry 'Authorization: Bearer <key>'. "
+                        "Set it, or pass --insecure to serve without a key on a machine only you can reach")
+    uri = resolve_uri(tracking_uri, mlflow_dir)[0]
+    scorer = _scorer(config, uri, None)  # refuses to start, naming the store and model, without champions
+    del scorer
+    env = dict(os.environ, FUNNELCAST_EVENTS=events, MLFLOW_TRACKING_URI=uri, FUNNELCAST_INSECURE="1" if insecure else "0")
+    for name, value in (("FUNNELCAST_CUSTOMERS", customers), ("FUNNELCAST_AS_OF", as_of),
+                        ("FUNNELCAST_CONFIG", str(config.resolve()) if config else None)):
+        if value is not None:
+            env[name] = value
+    env.setdefault("FUNNELCAST_THREADS", "1")
+    out.print(f"serving on http://{host}:{port} (models from {uri}); API docs at http://{host}:{port}/docs.json", highlight=False)
+    sys.stdout.flush()
+    args = [sys.executable, "-m", "bentoml", "serve", "serving.service:Funnelcast", "--host", host, "--port", str(port)]
+    os.execve(sys.executable, args, env)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -321,7 +321,7 @@ class Scorer:
                 if name in vocab:
                     value = None if np.isnan(value) else vocab[name][int(value)]
                 else:
-                    value = None if np.isnan(value) else float(value)
+                    value = None if np.isnan(value) else round(float(value), 4)
                 items.append({"text": phrase(name, float("nan") if value is None and name not in vocab else value),
                               "feature": name, "value": value, "contribution": round(c, 6)})
             out[r] = items

@@ -74,3 +74,21 @@ def small_table(small_sim, config):
     from features.snapshots import build_training_set
 
     return build_training_set(small_sim.events, small_sim.customers, config, data_end=small_sim.end)
+
+
+@pytest.fixture(scope="session")
+def served_models(small_sim, small_table, tmp_path_factory):
+    """Champion models for :func:`small_sim` in an embedded MLflow store of their own (one fold, quick
+    boosting: enough to serve and to explain, not to judge quality). Returns (home dir, sim dir,
+    training result); the simulation is written to ``sim_dir`` as events.parquet/customers.parquet."""
+    from features.funnel import FunnelConfig
+    from training.train import train
+
+    home = tmp_path_factory.mktemp("served-mlruns")
+    raw = load_config().model_dump(mode="json")
+    raw["training"] |= {"folds": 1, "validation_cutoffs": 1, "lightgbm": {"learning_rate": 0.1, "num_leaves": 15}}
+    cfg = FunnelConfig.model_validate(raw)
+    result = train(small_table, cfg, home=home, report_dir=home / "report")
+    sim_dir = tmp_path_factory.mktemp("served-sim")
+    small_sim.write(sim_dir)
+    return home, sim_dir, result
