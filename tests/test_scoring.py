@@ -1,0 +1,270 @@
+"""The Scorer: same scores as the training code path, payload = event source, reasons that explain the score."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.behaviour import EventArrays, build_features, cutoff_ns, feature_spec
+from features.events import read_customers, read_events
+from serving.attribution import PathAttribution, agreement, top_features
+from serving.reasons import Phrasebook
+from serving.scoring import CustomerBase, Population, Scorer, ScoringError, score_population, subset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def scorer(served_models):
+    home, _, _ = served_models
+    return Scorer.from_registry(home=home)
+
+
+@pytest.fixture(scope="module")
+def source(served_models, scorer, small_sim):
+    _, sim_dir, _ = served_models
+    ev, _ = read_events(sim_dir / "events.parquet", scorer.config)
+    cust, _ = read_customers(sim_dir / "customers.parquet", scorer.config)
+    t = cutoff_ns(small_sim.end - pd.Timedelta(days=20))
+    ids = sorted(set(ev["customer_id"].astype(str)) | set(cust["customer_id"].astype(str)))
+    return ev, cust, EventArrays.from_frame(ev, scorer.config, customer_ids=ids), t
+
+
+def test_scores_equal_the_training_code_path(scorer, source):
+    """No training/serving skew: the batch scorer's probabilities are the model's on build_features rows."""
+    ev, cust, arrays, t = source
+    scored = score_population(scorer, arrays, cust, t, reasons=False)
+    frame = build_features(ev, cust, pd.Timestamp(t, tz="UTC"), scorer.config)
+    assert frame["customer_id"].tolist() == [str(i) for i in scored.customer_ids]
+    for target, p in (("convert", scored.p_convert), ("churn", scored.p_churn)):
+        scored_rows = ~np.isnan(p)
+        assert scored_rows.sum() > 100
+        expected = scorer.models[target].predict_proba(frame)
+        np.testing.assert_array_equal(p[scored_rows], expected[scored_rows])
+
+
+def test_probabilities_only_where_the_model_was_trained_to_give_them(scorer, source):
+    _, cust, arrays, t = source
+    table = scorer.frame(score_population(scorer, arrays, cust, t))
+    customers = table["status"].eq("customer")
+    assert table.loc[customers, "churn_probability"].notna().all()
+    assert table.loc[~customers, "churn_probability"].isna().all()
+    assert table.loc[table["stage"].eq("loyalty"), "next_stage_probability"].isna().all()  # no stage after the last
+    assert table.loc[table["status"].eq("prospect"), "next_stage_probability"].notna().all()
+    assert set(table["status"]) <= {"prospect", "customer", "churned", "lapsed", "no_history"}
+    tiers = table.loc[customers, ["churn_probability", "risk_tier"]]
+    assert (tiers.loc[tiers["risk_tier"].eq("high"), "churn_probability"] >= 0.5).all()
+    assert (tiers.loc[tiers["risk_tier"].eq("low"), "churn_probability"] < 0.2).all()
+    pct = table.loc[customers, "percentile"]
+    assert pct.between(0, 100).all() and pct.max() == 100
+
+
+def test_percentiles_place_a_score_in_the_population():
+    pop = Population.of(np.array([0.1, 0.2, np.nan, 0.3, 0.4]), 0)
+    np.testing.assert_allclose(pop.percentile(np.array([0.05, 0.2, 0.4, np.nan])), [0, 50, 100, np.nan])
+
+
+def test_scoring_a_subset_is_scoring_those_customers(scorer, source):
+    """Request by ids = the population's rows: customer segments gathered by `subset` lose nothing."""
+    _, cust, arrays, t = source
+    whole = score_population(scorer, arrays, cust, t)
+    codes = np.array([17, 3, 250, 1999, 42])
+    part = subset(arrays, codes)
+    attrs = scorer.encode_attributes(cust, part.customer_ids)
+    some = scorer.score_arrays(part, t, attrs)
+    assert list(some.customer_ids) == list(arrays.customer_ids[codes])
+    np.testing.assert_array_equal(some.p_churn, whole.p_churn[codes])
+    np.testing.assert_array_equal(some.p_convert, whole.p_convert[codes])
+    assert some.reasons == [whole.reasons[c] for c in codes]
+
+
+def test_a_payload_scores_like_the_event_source(scorer, source):
+    """The same customer posted as JSON-like events and attributes gets the same score and reasons."""
+    ev, cust, arrays, t = source
+    base = score_population(scorer, arrays, cust, t)
+    counts = ev.groupby("customer_id", observed=True).size()
+    checked = 0
+    for cid in counts[counts >= 15].index[:25]:
+        rows = ev[ev["customer_id"] == cid]
+        events = [
+            {"timestamp": r.timestamp.isoformat(), "event_type": r.event_type,
+             "channel": None if pd.isna(r.channel) else r.channel, "amount": None if pd.isna(r.amount) else r.amount}
+            for r in rows.sample(frac=1, random_state=0).itertuples()  # order must not matter
+        ]
+        attrs_row = cust[cust["customer_id"] == cid].iloc[0]
+        attributes = {c: (v.isoformat() if isinstance(v, pd.Timestamp) else str(v)) for c, v in attrs_row.items()
+                      if c != "customer_id" and not pd.isna(v)}
+        arr, report = scorer.payload_arrays(str(cid), events, t)
+        encoded = {target: plan.encode_dict(attributes, scorer.tz)[0] for target, plan in scorer.plans.items()}
+        one = scorer.score_arrays(arr, t, encoded)
+        i = int(np.flatnonzero(arrays.customer_ids == cid)[0])
+        np.testing.assert_array_equal(one.p_churn, base.p_churn[i:i + 1])
+        np.testing.assert_array_equal(one.p_convert, base.p_convert[i:i + 1])
+        assert one.reasons[0] == base.reasons[i]
+        assert report["events_at_or_after_as_of"] == int((rows["timestamp"] >= pd.Timestamp(t, tz="UTC")).sum())
+        checked += 1
+    assert checked == 25
+
+
+def test_payload_problems_name_the_event_and_field(scorer):
+    t = cutoff_ns("2025-06-01")
+    with pytest.raises(ScoringError, match=r"events\[1\]\.event_type 'teleport'"):
+        scorer.payload_arrays("c", [{"timestamp": "2025-01-01T00:00:00Z", "event_type": "order"},
+                                    {"timestamp": "2025-01-02T00:00:00Z", "event_type": "teleport"}], t)
+    with pytest.raises(ScoringError, match=r"events\[0\]\.timestamp .* no UTC offset"):
+        scorer.payload_arrays("c", [{"timestamp": "2025-01-01T00:00:00", "event_type": "order"}], t)
+    with pytest.raises(ScoringError, match=r"events\[0\]\.timestamp 'soon' is not an ISO 8601"):
+        scorer.payload_arrays("c", [{"timestamp": "soon", "event_type": "order"}], t)
+    arr, report = scorer.payload_arrays("c", [{"timestamp": "2025-01-01T00:00:00Z", "event_type": "order", "amount": 5.0}] * 3
+                                        + [{"timestamp": "2025-07-01T00:00:00Z", "event_type": "order"}], t)
+    assert report["duplicates_dropped"] == 2 and report["events_at_or_after_as_of"] == 1 and len(arr.ts) == 2
+    plan = next(iter(scorer.plans.values()))
+    numeric = [c for c in plan.number_cols if c not in plan.vocab]
+    if numeric:
+        with pytest.raises(ScoringError, match=f"customer.{numeric[0]} must be a number"):
+            plan.encode_dict({numeric[0]: "lots"}, None)
+
+
+def test_path_attribution_sums_to_the_raw_score_and_agrees_with_treeshap(scorer, source):
+    ev, cust, arrays, t = source
+    model = scorer.models["churn"]
+    frame = build_features(ev, cust, pd.Timestamp(t, tz="UTC"), scorer.config)
+    X = model.matrix(frame)[:1500]
+    attribution = scorer.attributions["churn"]
+    credit = attribution.contributions(model.booster_, X)
+    np.testing.assert_allclose(credit.sum(axis=1) + attribution.bias, model.raw_score(X), atol=1e-9)
+    # The dense single-row path and the sparse batch path are the same numbers.
+    sparse = PathAttribution(attribution.num_iteration, attribution.n_features, attribution.tree_offsets,
+                             attribution.leaf_credit, attribution.bias, dense=None)
+    np.testing.assert_allclose(sparse.contributions(model.booster_, X[:20]), credit[:20], atol=1e-12)
+    report = agreement(attribution, model.booster_, X)
+    assert report["max_sum_error"] < 1e-9
+    assert report["top1_in_shap_topk"] > 0.85 and report["topk_overlap"] > 0.6
+
+
+def test_top_features_are_positive_credits_largest_first():
+    credit = np.array([[0.1, -2.0, 0.5, 0.0, 0.3], [-1.0, -0.5, -0.1, -3.0, -0.2]])
+    idx, amount = top_features(credit, 3)
+    assert idx.tolist() == [[2, 4, 0], [-1, -1, -1]]
+    np.testing.assert_allclose(amount[0], [0.5, 0.3, 0.1])
+
+
+def test_reasons_name_facts_in_words(config):
+    book = Phrasebook(feature_spec(config))
+    assert book.phrase("days_since_last_activity", 45.2) == "no activity for 45 days"
+    assert book.phrase("days_since_last_activity", 2.0) == "last activity 2 days ago"
+    assert book.phrase("count_support_ticket_30d", 3.0) == "3 support tickets in the last 30 days"
+    assert book.phrase("count_support_ticket_30d", 1.0) == "1 support ticket in the last 30 days"
+    assert book.phrase("count_email_opened_7d", 0.0) == "no email opened events in the last 7 days"
+    assert book.phrase("days_since_last_purchase", float("nan")) == "never purchased"
+    assert book.phrase("current_stage", 3.0) == "at the purchase stage"
+    assert book.phrase("segment", "smb") == "segment: smb"
+    assert book.phrase("days_since_signup_date", 12.0) == "signup date 12 days ago"
+    assert book.concept("days_since_last_event") == book.concept("count_activity_30d") == "activity"
+    assert book.concept("count_support_ticket_7d") == book.concept("count_support_ticket_all_time")
+
+
+def test_reasons_for_one_customer_state_different_facts(scorer, source):
+    _, cust, arrays, t = source
+    scored = score_population(scorer, arrays, cust, t)
+    explained = [r for r in scored.reasons if r]
+    assert len(explained) > 100
+    for reasons in explained:
+        facts = [scorer.phrases.concept(r["feature"]) for r in reasons]
+        assert len(facts) == len(set(facts)) <= 3
+        credits = [r["contribution"] for r in reasons]
+        assert credits == sorted(credits, reverse=True) and min(credits) > 0
+
+
+def test_direction_a_support_ticket_burst_and_silence_raise_churn(scorer):
+    """Behavioural check on the simulator-trained model: going quiet after a run of support tickets is riskier
+    than staying active."""
+    as_of = dt.datetime(2025, 12, 1, tzinfo=dt.timezone.utc)
+    t = scorer.as_of_ns(as_of.isoformat())
+
+    def day(n):
+        return (as_of - dt.timedelta(days=n)).isoformat()
+
+    history = [{"timestamp": day(300), "event_type": "order", "amount": 80.0},
+               {"timestamp": day(200), "event_type": "repeat_order", "amount": 60.0}]
+    active = history + [{"timestamp": day(d), "event_type": "blog_view"} for d in range(1, 60, 3)]
+    quiet = history + [{"timestamp": day(d), "event_type": "support_ticket"} for d in (50, 48, 46)]
+    scores = {}
+    for name, events in (("active", active), ("quiet", quiet)):
+        arr, _ = scorer.payload_arrays("x", events, t)
+        attrs = {target: plan.encode_dict({}, None)[0] for target, plan in scorer.plans.items()}
+        scores[name] = scorer.score_arrays(arr, t, attrs)
+    assert scores["quiet"].p_churn[0] > scores["active"].p_churn[0]
+    assert scores["quiet"].reasons[0], "a high churn score comes with reasons"
+
+
+def test_outreach_ranks_customers_by_value_at_risk(scorer, source):
+    _, cust, arrays, t = source
+    base = CustomerBase(scorer, arrays, cust, t)
+    ranked, explained = base.outreach(20)
+    assert ranked["rank"].tolist() == list(range(1, 21))
+    assert ranked["value_at_risk"].is_monotonic_decreasing
+    assert (ranked["status"] == "customer").all() and ranked["reason_1"].notna().all()
+    eligible = base.table[base.table["status"].eq("customer")]
+    assert ranked["value_at_risk"].iloc[0] == eligible["value_at_risk"].max()
+    assert list(explained.customer_ids) == ranked["customer_id"].tolist()
+    segment = str(cust["segment"].iloc[0])
+    only, _ = base.outreach(10, segment=segment)
+    assert len(only) and (only["segment"] == segment).all()
+    with pytest.raises(ScoringError, match="stage 'nope' is not a stage"):
+        base.outreach(5, stage="nope")
+
+
+def test_value_is_trailing_spend(scorer):
+    t = scorer.as_of_ns("2025-12-01T00:00:00Z")
+    events = [{"timestamp": "2025-11-01T00:00:00Z", "event_type": "order", "amount": 100.0},
+              {"timestamp": "2024-11-01T00:00:00Z", "event_type": "order", "amount": 1000.0},  # older than 365 days
+              {"timestamp": "2025-12-02T00:00:00Z", "event_type": "repeat_order", "amount": 7.0}]  # after as_of
+    arr, _ = scorer.payload_arrays("x", events, t)
+    attrs = {target: plan.encode_dict({}, None)[0] for target, plan in scorer.plans.items()}
+    assert scorer.score_arrays(arr, t, attrs).value[0] == 100.0
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "funnelcast", *args], capture_output=True, text=True, timeout=600,
+                          env=env)
+
+
+def test_batch_score_and_outreach_commands_write_tables(served_models, small_sim, tmp_path):
+    home, sim_dir, _ = served_models
+    as_of = str(small_sim.end)
+    out = tmp_path / "scores.csv"
+    run = _cli("score", "--events", str(sim_dir / "events.parquet"), "--customers", str(sim_dir / "customers.parquet"),
+               "--as-of", as_of, "--out", str(out), "--mlflow-dir", str(home))
+    assert run.returncode == 0, run.stderr
+    table = pd.read_csv(out)
+    assert len(table) == small_sim.customers.shape[0]
+    assert {"customer_id", "stage", "status", "next_stage_probability", "churn_probability", "percentile", "risk_tier",
+            "customer_value", "value_at_risk", "reason_1", "churn_model_version"} <= set(table.columns)
+    db = f"sqlite:///{tmp_path / 'crm.db'}#outreach"
+    run = _cli("outreach", "--top", "25", "--events", str(sim_dir / "events.parquet"), "--customers",
+               str(sim_dir / "customers.parquet"), "--as-of", as_of, "--out", db, "--mlflow-dir", str(home))
+    assert run.returncode == 0, run.stderr
+    assert "outreach: top 10 of 25" in run.stdout
+    import sqlalchemy as sa
+
+    listed = pd.read_sql("SELECT * FROM outreach", sa.create_engine(db.split("#")[0]))
+    assert listed["rank"].tolist() == list(range(1, 26))
+    best = table[table["status"] == "customer"].sort_values("value_at_risk", ascending=False).head(25)
+    assert listed["customer_id"].tolist() == best["customer_id"].tolist()
+
+
+def test_score_without_champions_names_the_store_and_model(tmp_path, small_sim, served_models):
+    _, sim_dir, _ = served_models
+    run = _cli("score", "--events", str(sim_dir / "events.parquet"), "--out", str(tmp_path / "x.parquet"),
+               "--mlflow-dir", str(tmp_path / "empty"))
+    assert run.returncode == 2
+    assert "funnelcast-convert" in run.stderr and str(tmp_path / "empty") in run.stderr
+    json.dumps(run.stderr)  # one readable paragraph, no traceback
+    assert "Traceback" not in run.stderr
