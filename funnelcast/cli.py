@@ -420,7 +420,38 @@ def demo_cmd(
     _print_training_result(result)
     if result.tracking_uri.startswith("sqlite:///"):
         out.print(f"browse runs and the registry: mlflow ui --backend-store-uri {result.tracking_uri}", highlight=False)
+    _demo_scores(out_dir, ev, cust, paths, sim.end, result.tracking_uri)
     out.print(f"done in {time.perf_counter() - t0:.0f} s", highlight=False)
+
+
+def _demo_scores(out_dir: Path, ev, cust, paths: dict, as_of, uri: str) -> None:
+    """The demo's last steps: batch scores and the outreach list from the champions, and how to serve them."""
+    from features.behaviour import EventArrays
+    from serving.scoring import CustomerBase, Scorer, score_population
+    from serving.sinks import write_table
+
+    scorer = Scorer.from_registry(tracking_uri=uri)
+    arrays = EventArrays.from_frame(ev, scorer.config, customer_ids=sorted(set(cust["customer_id"].astype(str)) | set(ev["customer_id"].astype(str))))
+    t = scorer.as_of_ns(as_of.isoformat())
+    scored = score_population(scorer, arrays, cust, t, threads=_threads())
+    scores = scorer.frame(scored)
+    report = write_table(scores, out_dir / "scores.parquet", what="scores")
+    out.print(f"[bold]6. scored[/] every customer as of {as_of}: {report.line()}", highlight=False)
+    base = CustomerBase(scorer, arrays, cust, t, threads=_threads())
+    ranked, _ = base.outreach(500)
+    report = write_table(ranked, out_dir / "outreach.csv", what="outreach")
+    out.print(f"[bold]7. outreach list[/]: {report.line()}", highlight=False)
+    _print_outreach(ranked)
+    events = paths["events"].resolve()
+    customers = paths["customers"].resolve()
+    example = ranked["customer_id"].iloc[0] if len(ranked) else scores["customer_id"].iloc[0]
+    out.print("[bold]8. serve the scores[/] to CRM systems:", highlight=False)
+    out.print(f"  export FUNNELCAST_API_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')\n"
+              f"  .venv/bin/funnelcast serve --events {events} --customers {customers} --as-of {as_of.isoformat()} "
+              f"--tracking-uri {uri} --port 3000", highlight=False, soft_wrap=True)
+    out.print(f"  curl -s -X POST http://127.0.0.1:3000/score -H \"Authorization: Bearer $FUNNELCAST_API_KEY\" "
+              f"-H 'Content-Type: application/json' -d '{{\"customer_ids\": [\"{example}\"]}}'", highlight=False, soft_wrap=True)
+
 
 
 # ---- scoring -------------------------------------------------------------------------------------
