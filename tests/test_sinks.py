@@ -227,7 +227,7 @@ def receiver():
 
 
 def send(frame: pd.DataFrame, receiver: Receiver, tmp_path: Path, **options: Any) -> SinkReport:
-    options = {"batch_rows": 500, "state_dir": tmp_path / "state", "backoff_seconds": 0.01, "timeout": 2.0} | options
+    options = {"batch_rows": 500, "state_dir": tmp_path / "state", "backoff_seconds": 0.01, "timeout": 10.0} | options
     return write_table(frame, options.pop("url", receiver.url), **options)
 
 
