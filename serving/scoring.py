@@ -24,6 +24,7 @@ Per customer the scorer reports:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import zoneinfo
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -49,6 +50,8 @@ TARGETS = ("convert", "churn")
 BATCH_CHUNK = 65_536  # customers per scoring chunk: bounds memory at ~150 MB whatever the population
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _NO_DATE = np.iinfo(np.int64).min
+# int64 nanoseconds (numpy/pandas time) cover 1677-09-21 to 2262-04-11; a day's margin for time zones.
+_FIRST, _LAST = dt.datetime(1677, 9, 23), dt.datetime(2262, 4, 10)
 
 
 class ScoringError(ValueError):
@@ -159,6 +162,8 @@ def _timestamp_ns(value: Any, tz: zoneinfo.ZoneInfo | None, where: str) -> int:
         value = dt.datetime(value.year, value.month, value.day)
     if not isinstance(value, dt.datetime):
         raise ScoringError(f"{where} must be an ISO 8601 timestamp, got {value!r}")
+    if not _FIRST <= value.replace(tzinfo=None) <= _LAST:
+        raise ScoringError(f"{where} {value.isoformat()} is outside the supported range {_FIRST.year}–{_LAST.year}")
     if value.tzinfo is None:
         if tz is None:
             raise ScoringError(f"{where} {value.isoformat()} has no UTC offset and the funnel config sets no "
@@ -428,7 +433,9 @@ class Scorer:
                     counts["channels_mapped_to_other"] += 1
             amount = e.get("amount")
             amount = np.nan if amount is None else float(amount)
-            key = (ts, code, ch, amount if amount == amount else None, e.get("properties"))
+            props = e.get("properties")
+            props = json.dumps(props, sort_keys=True, default=str) if isinstance(props, (dict, list)) else props
+            key = (ts, code, ch, amount if amount == amount else None, props)
             if key in seen:
                 counts["duplicates_dropped"] += 1
                 continue

@@ -46,7 +46,7 @@ class EventIn(BaseModel):
     timestamp: str = Field(min_length=1, max_length=64, description="ISO 8601, with a UTC offset unless the funnel sets source_timezone.")
     event_type: str = Field(min_length=1, max_length=64)
     channel: str | None = Field(None, max_length=64)
-    amount: float | None = Field(None, ge=0, allow_inf_nan=False)
+    amount: float | None = Field(None, ge=0, le=1e12, allow_inf_nan=False)
     properties: dict[str, Any] | str | None = None
     customer_id: str | None = Field(None, max_length=256)
 
