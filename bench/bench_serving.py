@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/bench_serving.py                  # full run, ~6-8 minutes (+~1.5 min the first time: training)
-    .venv/bin/python bench/bench_serving.py --quick          # smoke run: 5 s phases, 100k-customer batch
+    .venv/bin/python bench/bench_serving.py                  # full run, ~7 minutes (+~1.5 min the first time: training)
+    .venv/bin/python bench/bench_serving.py --quick          # smoke run, ~2 minutes: 5 s phases, 100k-customer batch
     .venv/bin/python bench/bench_serving.py --profile        # also cProfile the in-process paths (where the time goes)
 
 What it measures:
@@ -34,10 +34,13 @@ What it measures:
    Reference, same run, same requests, no HTTP, in the bench process after ``gc.freeze()`` (as the
    service does): for (a) ``Scorer.payload_arrays`` + ``AttributePlan.encode_dict`` +
    ``Scorer.score_arrays`` + ``Scorer.records`` (the sequence of ``Funnelcast.score_events``); for (b)
-   and (c) ``CustomerBase.score_ids`` + ``Scorer.records``. Each also "+ JSON": ``json.loads`` of the
-   request body, pydantic validation of the events with the service's own ``EventIn`` and
-   ``json.dumps`` of the answer, i.e. the work any web framework has to do. Median and p99 over
-   ``--ref-calls`` calls. Server CPU minus the "+ JSON" figure is the cost of the HTTP stack.
+   and (c) ``CustomerBase.score_ids`` + ``Scorer.records``. "+ JSON" adds the work any web framework
+   has to do: for (a) timed end to end, ``json.loads`` of the body, pydantic validation of the events
+   with the service's own ``EventIn``, the scoring and ``json.dumps`` of the answer (interleaved with
+   the plain path, and with each step of it timed alone); for (b) and (c) ``json.loads`` of the body
+   and ``json.dumps`` of the answer, timed on their own and added. Median and p99 over ``--ref-calls``
+   calls (fewer, at least 200, if one reference would pass ``--ref-max-s``). Server CPU minus the
+   "+ JSON" figure is the cost of the HTTP stack.
 4. Batch, in a fresh subprocess (its peak RSS is its own): 1M customers built by tiling the
    simulation's ``EventArrays`` ``--copies`` times under fresh ids (``<id>-<k>``), the customers
    table likewise; timed: ``score_population(scorer, arrays, customers, t, reasons=True,
@@ -534,6 +537,35 @@ def time_calls(fn, args: list, calls: int, max_s: float = float("inf")) -> dict:
             "mean_ms": float(ms.mean()), "max_ms": float(ms.max())}
 
 
+def time_interleaved(named: dict[str, tuple], calls: int, max_s: float = float("inf")) -> dict[str, dict]:
+    """:func:`time_calls` for several ``name: (fn, args)`` at once, one call of each in turn, so that
+    a change in the machine's load moves all of them alike (their differences are the figures)."""
+    import numpy as np
+
+    for fn, args in named.values():
+        for a in args[: min(len(args), 50)]:
+            fn(*a)
+    ns = {name: np.empty(calls, dtype=np.int64) for name in named}
+    clock = time.perf_counter_ns
+    deadline = clock() + int(max_s * 1e9) if max_s != float("inf") else None
+    n = calls
+    for i in range(calls):
+        for name, (fn, args) in named.items():
+            a = args[i % len(args)]
+            t0 = clock()
+            fn(*a)
+            ns[name][i] = clock() - t0
+        if deadline is not None and clock() > deadline and i + 1 >= 200:
+            n = i + 1
+            break
+    out = {}
+    for name in named:
+        ms = ns[name][:n] / 1e6
+        out[name] = {"calls": n, "median_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)),
+                     "mean_ms": float(ms.mean()), "max_ms": float(ms.max())}
+    return out
+
+
 def profile_calls(fn, args: list, calls: int, top: int = 14) -> list[dict]:
     """cProfile ``calls`` calls; the ``top`` functions by own time, as rows."""
     import cProfile
@@ -763,7 +795,8 @@ def check_answers(ref: Reference, server: Server, key: str, bodies: list[tuple[s
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: 5 s phases after 1 s warm-up, 5 copies (100k customers)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 5 s phases after 1 s warm-up, 300 reference calls, 5 copies (100k customers)")
     ap.add_argument("--customers", type=int, default=20_000, help="simulated customers (default 20,000)")
     ap.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
     ap.add_argument("--duration", type=float, default=None, help="measured seconds per load phase (default 20)")
@@ -772,7 +805,7 @@ def main() -> None:
     ap.add_argument("--payloads", type=int, default=200, help="distinct /score_events customers rotated over (default 200)")
     ap.add_argument("--events-per-payload", type=int, default=50, help="events per /score_events customer, about (default 50)")
     ap.add_argument("--ids-per-request", type=int, default=100, help="ids per /score request in phase (b) (default 100)")
-    ap.add_argument("--ref-calls", type=int, default=2000, help="in-process reference calls per request kind (default 2000)")
+    ap.add_argument("--ref-calls", type=int, default=None, help="in-process reference calls per request kind (default 2000; 300 with --quick)")
     ap.add_argument("--ref-max-s", type=float, default=90.0,
                     help="stop a reference after this many seconds (at least 200 calls; default 90)")
     ap.add_argument("--copies", type=int, default=None, help="batch: copies of the simulation (default 50: 1M customers)")
@@ -795,6 +828,7 @@ def main() -> None:
     args.duration = args.duration if args.duration is not None else (5.0 if args.quick else 20.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
     args.copies = args.copies if args.copies is not None else (5 if args.quick else 50)
+    args.ref_calls = args.ref_calls if args.ref_calls is not None else (300 if args.quick else 2000)
     concurrencies = [int(x) for x in args.concurrency.split(",") if x.strip()]
     out_path = Path(args.out) if args.out else RESULTS / ("bench_serving-quick.json" if args.quick else "bench_serving.json")
 
@@ -933,24 +967,44 @@ def http_part(args, cache_dir: Path, as_of_iso: str, concurrencies: list[int], r
         gc.collect()
         gc.freeze()  # as the service does after start-up
         calls, cap = args.ref_calls, args.ref_max_s
-        answers_ids = [json.dumps(ref.score_ids(ids)).encode() for ids in id_lists[:50]]
-        answers_one = [json.dumps(ref.score_ids(ids)).encode() for ids in single_ids[:50]]
+        answers_ids = [ref.score_ids(ids) for ids in id_lists[:50]]
+        answers_one = [ref.score_ids(ids) for ids in single_ids[:50]]
 
-        def json_only(body: bytes, answer: bytes) -> bytes:
-            """The JSON work of a /score request: parse the body, encode the answer (re-parsed here to get a dict)."""
+        def json_only(body: bytes, answer: dict) -> bytes:
+            """The JSON work of a /score request: parse the body, encode the answer."""
             json.loads(body)["customer_ids"]
-            return json.dumps(json.loads(answer)).encode()
+            return json.dumps(answer).encode()
 
+        # The /score_events sequence step by step too (inputs precomputed), to see where its time goes.
+        sc = ref.scorer
+        steps_in = []
+        for _, (evs, cust, cid, as_of) in payloads:
+            t = sc.as_of_ns(as_of)
+            arrays, _ = sc.payload_arrays(cid or "", evs, t)
+            attrs = {tg: plan.encode_dict(cust or {}, sc.tz)[0] for tg, plan in sc.plans.items()}
+            steps_in.append(((evs, cust, cid, t, arrays, attrs, sc.score_arrays(arrays, t, attrs)),))
+        events_refs = time_interleaved({
+            "score_events": (ref.score_events, [c for _, c in payloads]),
+            "score_events+json": (reference_json, [(b,) for b, _ in payloads]),
+            "payload_arrays": (lambda x: sc.payload_arrays(x[2], x[0], x[3]), steps_in),
+            "encode_dict (both models)": (lambda x: [p.encode_dict(x[1] or {}, sc.tz) for p in sc.plans.values()], steps_in),
+            "score_arrays": (lambda x: sc.score_arrays(x[4], x[3], x[5]), steps_in),
+            "records": (lambda x: sc.records(x[6], ref.base.population), steps_in),
+        }, calls, cap)
         refs = {
-            "score_events": time_calls(ref.score_events, [c for _, c in payloads], calls, cap),
-            "score_events+json": time_calls(reference_json, [(b,) for b, _ in payloads], calls, cap),
+            "score_events": events_refs.pop("score_events"),
+            "score_events+json": events_refs.pop("score_events+json"),
             f"score_{k}_ids": time_calls(ref.score_ids, [(ids,) for ids in id_lists], calls, cap),
             f"json_{k}_ids": time_calls(json_only, list(zip(id_bodies, answers_ids)), calls, cap),
             "score_1_id": time_calls(ref.score_ids, [(ids,) for ids in single_ids], calls, cap),
             "json_1_id": time_calls(json_only, list(zip(single_bodies, answers_one)), calls, cap),
+            "score_events_steps": events_refs,
         }
         _say("in-process reference (no HTTP), ms per request:")
         for name, r in refs.items():
+            if name == "score_events_steps":
+                _say("  /score_events steps, median ms: " + ", ".join(f"{n} {x['median_ms']:.3f}" for n, x in r.items()))
+                continue
             _say(f"  {name:<22} median {r['median_ms']:.3f}  p99 {r['p99_ms']:.3f}  mean {r['mean_ms']:.3f}  "
                  f"max {r['max_ms']:.2f}  ({r['calls']:,} calls)")
         part["reference"] = refs
@@ -1034,6 +1088,9 @@ def summarize(report: dict, args, out_path: Path, load_start, started: float) ->
             print(f"     server CPU {a['server_cpu_ms_per_request']:.2f} ms/req = in-process scoring {r['mean_ms']:.2f} (mean) "
                   f"+ JSON/pydantic {rj['mean_ms'] - r['mean_ms']:.2f} + HTTP stack (BentoML) "
                   f"{a['server_cpu_ms_per_request'] - rj['mean_ms']:.2f}")
+            steps = refs.get("score_events_steps", {})
+            if steps:
+                print("     in-process steps (median ms): " + ", ".join(f"{n} {x['median_ms']:.3f}" for n, x in steps.items()))
         srv = report.get("server", {})
         print(f"server: ready {srv.get('ready_s', float('nan')):.1f} s after launch; idle CPU {srv.get('idle_cpu_ms_per_s', float('nan')):.1f} ms/s; "
               f"RSS after load {', '.join(_gib(v) for v in srv.get('rss_bytes_after', {}).values())}")
