@@ -426,18 +426,16 @@ def demo_cmd(
 
 def _demo_scores(out_dir: Path, ev, cust, paths: dict, as_of, uri: str) -> None:
     """The demo's last steps: batch scores and the outreach list from the champions, and how to serve them."""
-    from features.behaviour import EventArrays
-    from serving.scoring import CustomerBase, Scorer, score_population
+    from serving.scoring import CustomerBase, Scorer, source_arrays
     from serving.sinks import write_table
 
     scorer = Scorer.from_registry(tracking_uri=uri)
-    arrays = EventArrays.from_frame(ev, scorer.config, customer_ids=sorted(set(cust["customer_id"].astype(str)) | set(ev["customer_id"].astype(str))))
+    arrays = source_arrays(ev, cust, scorer.config)
     t = scorer.as_of_ns(as_of.isoformat())
-    scored = score_population(scorer, arrays, cust, t, threads=_threads())
-    scores = scorer.frame(scored)
+    base = CustomerBase(scorer, arrays, cust, t, reasons=True, threads=_threads())
+    scores = base.table
     report = write_table(scores, out_dir / "scores.parquet", what="scores")
     out.print(f"[bold]6. scored[/] every customer as of {as_of}: {report.line()}", highlight=False)
-    base = CustomerBase(scorer, arrays, cust, t, threads=_threads())
     ranked, _ = base.outreach(500)
     report = write_table(ranked, out_dir / "outreach.csv", what="outreach")
     out.print(f"[bold]7. outreach list[/]: {report.line()}", highlight=False)
@@ -464,9 +462,8 @@ def _scorer(config: Path | None, tracking_uri: str | None, mlflow_dir: Path | No
 
 def _scoring_input(events: str, customers: str | None, scorer, as_of: str | None):
     """(event arrays, customers, as-of ns): events at or after ``as_of`` stay in the source but out of view, counted."""
-    from features.behaviour import EventArrays
     from features.events import read_customers, read_events
-    from serving.scoring import ScoringError
+    from serving.scoring import ScoringError, source_arrays
 
     cfg = scorer.config
     try:
@@ -479,8 +476,20 @@ def _scoring_input(events: str, customers: str | None, scorer, as_of: str | None
     if later:
         out.print(f"  not visible at the as-of time (at or after it): {later:,} events", highlight=False)
     cust = read_customers(customers, cfg)[0] if customers is not None else None
-    ids = None if cust is None else sorted(set(ev["customer_id"].astype(str)) | set(cust["customer_id"].astype(str)))
-    return EventArrays.from_frame(ev, cfg, customer_ids=ids), cust, t
+    return source_arrays(ev, cust, cfg), cust, t
+
+
+def _customer_base(events: str, customers: str | None, as_of: str | None, config: Path | None,
+                   tracking_uri: str | None, mlflow_dir: Path | None, *, reasons: bool):
+    """Every customer of the source scored by the champions at ``as_of`` (reasons for every row, or on demand)."""
+    from serving.scoring import CustomerBase
+
+    scorer = _scorer(config, tracking_uri, mlflow_dir)
+    arrays, cust, t = _scoring_input(events, customers, scorer, as_of)
+    with _progress() as bar:
+        task = bar.add_task(f"scoring {arrays.n_customers:,} customers", total=arrays.n_customers)
+        return CustomerBase(scorer, arrays, cust, t, reasons=reasons, threads=_threads(),
+                            progress=lambda done, total: bar.update(task, completed=done))
 
 
 def _threads() -> int:
@@ -532,15 +541,7 @@ def score_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Score every customer with the champion models and write a table a CRM can import."""
-    from serving.scoring import score_population
-
-    scorer = _scorer(config, tracking_uri, mlflow_dir)
-    arrays, cust, t = _scoring_input(events, customers, scorer, as_of)
-    with _progress() as bar:
-        task = bar.add_task(f"scoring {arrays.n_customers:,} customers", total=arrays.n_customers)
-        scored = score_population(scorer, arrays, cust, t, threads=_threads(),
-                                  progress=lambda done, total: bar.update(task, completed=done))
-    table = scorer.frame(scored)
+    table = _customer_base(events, customers, as_of, config, tracking_uri, mlflow_dir, reasons=True).table
     counts = table["status"].value_counts().to_dict()
     tiers = table["risk_tier"].value_counts().to_dict()
     out.print(f"scored {len(table):,} customers as of {table['as_of'].iloc[0] if len(table) else '-'}: "
@@ -565,13 +566,7 @@ def outreach_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """The customers to contact first, by expected value at risk, with reasons; written like scores."""
-    from serving.scoring import CustomerBase
-
-    scorer = _scorer(config, tracking_uri, mlflow_dir)
-    arrays, cust, t = _scoring_input(events, customers, scorer, as_of)
-    with _progress() as bar:
-        task = bar.add_task(f"scoring {arrays.n_customers:,} customers", total=arrays.n_customers)
-        base = CustomerBase(scorer, arrays, cust, t, threads=_threads(), progress=lambda done, total: bar.update(task, completed=done))
+    base = _customer_base(events, customers, as_of, config, tracking_uri, mlflow_dir, reasons=False)
     ranked, _ = base.outreach(top, stage, segment)
     _print_outreach(ranked)
     _sink(ranked, out_path, "outreach", state_dir)

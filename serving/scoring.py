@@ -73,6 +73,10 @@ class Attributes:
     dates: np.ndarray  # (C, D) int64 ns, _NO_DATE where unknown
     raw: dict[str, np.ndarray] = field(default_factory=dict)  # the original values, for filters (segment)
 
+    def take(self, rows: np.ndarray | slice) -> Attributes:
+        """The attributes of some customers (positions in the encoded order)."""
+        return Attributes(self.numbers[rows], self.dates[rows], {k: v[rows] for k, v in self.raw.items()})
+
 
 class AttributePlan:
     """Where each of a model's input columns comes from: a behaviour column, or a customer attribute."""
@@ -413,24 +417,12 @@ class Scorer:
         for i, e in enumerate(events):
             where = f"events[{i}]"
             ts = _timestamp_ns(e["timestamp"], self.tz, f"{where}.timestamp")
-            code = self._type_code.get(e["event_type"])
-            if code is None:
-                if other_type is None:
-                    raise ScoringError(f"{where}.event_type {e['event_type']!r} is not in the funnel config "
-                                       f"(unknown_event_types: error); known types: {', '.join(cfg.event_types)}")
-                code = other_type
-                counts["event_types_mapped_to_other"] += 1
+            code = _vocabulary_code(e["event_type"], self._type_code, other_type, counts, f"{where}.event_type",
+                                    "unknown_event_types", "event_types_mapped_to_other", cfg.event_types, "types")
             channel = e.get("channel")
-            if channel is None:
-                ch = no_channel
-            else:
-                ch = self._channel_code.get(channel)
-                if ch is None:
-                    if other_channel is None:
-                        raise ScoringError(f"{where}.channel {channel!r} is not in the funnel config "
-                                           f"(unknown_channels: error); known channels: {', '.join(cfg.channel_names)}")
-                    ch = other_channel
-                    counts["channels_mapped_to_other"] += 1
+            ch = no_channel if channel is None else _vocabulary_code(
+                channel, self._channel_code, other_channel, counts, f"{where}.channel", "unknown_channels",
+                "channels_mapped_to_other", cfg.channel_names, "channels")
             amount = e.get("amount")
             amount = np.nan if amount is None else float(amount)
             props = e.get("properties")
@@ -461,10 +453,31 @@ class Scorer:
         return _timestamp_ns(value, self.tz or dt.timezone.utc, "as_of")
 
 
+def _vocabulary_code(value: str, codes: dict[str, int], other: int | None, counts: dict[str, int], where: str,
+                     policy: str, counter: str, known: Iterable[str], noun: str) -> int:
+    """The code of an event type or channel; an unknown one is ``other`` (counted) or, when the config's
+    ``policy`` is ``error`` (no ``other`` code), a :class:`ScoringError` naming it and the known values."""
+    code = codes.get(value)
+    if code is not None:
+        return code
+    if other is None:
+        raise ScoringError(f"{where} {value!r} is not in the funnel config ({policy}: error); known {noun}: {', '.join(known)}")
+    counts[counter] += 1
+    return other
+
+
 def trailing_spend(a: EventArrays, t: int, spec: FeatureSpec, days: int) -> np.ndarray:
     """Per customer, the amounts of purchase events in ``[t - days, t)``."""
     m = spec.type_purchase[a.event_type] & (a.ts < t) & (a.ts >= t - days * DAY_NS)
     return np.bincount(a.customer[m], weights=np.nan_to_num(a.amount[m]), minlength=a.n_customers)
+
+
+def source_arrays(events: pd.DataFrame, customers: pd.DataFrame | None, config: FunnelConfig) -> EventArrays:
+    """A validated event source encoded for scoring: every customer with events or in ``customers``."""
+    ids = None
+    if customers is not None:
+        ids = sorted(set(events["customer_id"].astype(str)) | set(customers["customer_id"].astype(str)))
+    return EventArrays.from_frame(events, config, customer_ids=ids)
 
 
 def subset(a: EventArrays, codes: np.ndarray) -> EventArrays:
@@ -483,29 +496,33 @@ def subset(a: EventArrays, codes: np.ndarray) -> EventArrays:
 
 def score_population(scorer: Scorer, arrays: EventArrays, customers: pd.DataFrame | None, t: int, *,
                      reasons: bool = True, threads: int = 1, keep: Iterable[str] = (),
+                     attributes: dict[str, Attributes] | None = None,
                      progress: Callable[[int, int], None] | None = None) -> Scored:
-    """Score every customer of ``arrays`` in chunks (memory stays bounded); rows keep ``arrays``' order."""
-    keep = tuple(keep)
+    """Score every customer of ``arrays`` in chunks (memory stays bounded); rows keep ``arrays``' order.
+
+    ``attributes``: the customers' attributes already encoded in ``arrays``' customer order (else
+    encoded here, once: re-indexing the customers table costs seconds at a million rows)."""
+    if attributes is None:
+        attributes = scorer.encode_attributes(customers, arrays.customer_ids, keep)
     parts: list[Scored] = []
     n = arrays.n_customers
     for c0 in range(0, max(n, 1), BATCH_CHUNK):
         c1 = min(n, c0 + BATCH_CHUNK)
         block = arrays.customers_slice(c0, c1)
-        attrs = scorer.encode_attributes(customers, block.customer_ids, keep)
-        s = scorer.score_arrays(block, t, attrs, reasons=reasons, threads=threads)
-        s.raw = attrs[next(iter(attrs))].raw
-        parts.append(s)
+        attrs = {target: a.take(slice(c0, c1)) for target, a in attributes.items()}
+        parts.append(scorer.score_arrays(block, t, attrs, reasons=reasons, threads=threads))
         if progress is not None:
             progress(c1, n)
+    raw = next(iter(attributes.values())).raw
     if len(parts) == 1:
+        parts[0].raw = raw
         return parts[0]
     return Scored(
         customer_ids=np.concatenate([p.customer_ids for p in parts]), as_of=t,
         stage=np.concatenate([p.stage for p in parts]), status=np.concatenate([p.status for p in parts]),
         p_convert=np.concatenate([p.p_convert for p in parts]), p_churn=np.concatenate([p.p_churn for p in parts]),
         value=np.concatenate([p.value for p in parts]), reasons_for=np.concatenate([p.reasons_for for p in parts]),
-        reasons=[r for p in parts for r in p.reasons],
-        raw={k: np.concatenate([p.raw[k] for p in parts]) for k in parts[0].raw},
+        reasons=[r for p in parts for r in p.reasons], raw=raw,
     )
 
 
@@ -513,19 +530,21 @@ class CustomerBase:
     """Every customer of an event source, scored at ``as_of``: the latest scored population.
 
     The service holds one (built at start-up) to score customers by id, to place any score in the
-    population (percentile) and to rank the outreach list; batch ``funnelcast outreach`` builds one too.
-    The population is scored without reasons (cheap); reasons are computed for the rows asked for.
+    population (percentile) and to rank the outreach list; batch ``funnelcast score`` and ``outreach``
+    build one too. By default the population is scored without reasons (cheap) and reasons are computed
+    for the rows asked for; ``reasons=True`` gives every row of :attr:`table` its reasons (a batch file).
+    Customer attributes are encoded once, here, and taken by row for every request.
     """
 
     def __init__(self, scorer: Scorer, arrays: EventArrays, customers: pd.DataFrame | None, as_of: int, *,
-                 threads: int = 1, progress: Callable[[int, int], None] | None = None) -> None:
+                 reasons: bool = False, threads: int = 1, progress: Callable[[int, int], None] | None = None) -> None:
         self.scorer = scorer
         self.arrays = arrays
-        self.customers = customers
         self.as_of = as_of
         self.index = pd.Index(arrays.customer_ids)
-        self.scored = score_population(scorer, arrays, customers, as_of, reasons=False, threads=threads,
-                                       keep=("segment",), progress=progress)
+        self.attributes = scorer.encode_attributes(customers, arrays.customer_ids, keep=("segment",))
+        self.scored = score_population(scorer, arrays, customers, as_of, reasons=reasons, threads=threads,
+                                       attributes=self.attributes, progress=progress)
         self.population = Population.of(self.scored.p_churn, as_of)
         self.table = scorer.frame(self.scored, self.population)
 
@@ -536,7 +555,7 @@ class CustomerBase:
         unknown = [i for i, c in zip(unique, codes, strict=True) if c < 0]
         codes = codes[codes >= 0]
         block = subset(self.arrays, codes)
-        attrs = self.scorer.encode_attributes(self.customers, block.customer_ids)
+        attrs = {target: a.take(codes) for target, a in self.attributes.items()}
         return self.scorer.score_arrays(block, self.as_of if as_of is None else as_of, attrs), unknown
 
     def outreach(self, top: int, stage: str | None = None, segment: str | None = None) -> tuple[pd.DataFrame, Scored]:

@@ -30,7 +30,7 @@ import bentoml
 from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.scoring import CustomerBase, Scored, Scorer, ScoringError
+from serving.scoring import CustomerBase, Scored, Scorer, ScoringError, source_arrays
 
 MAX_IDS = 1000
 MAX_EVENTS = 10_000
@@ -92,7 +92,6 @@ class Funnelcast:
     """Next-stage conversion and churn scores, with reasons, for CRM systems."""
 
     def __init__(self) -> None:
-        from features.behaviour import EventArrays
         from features.events import read_customers, read_events
         from features.funnel import load_config
 
@@ -107,8 +106,7 @@ class Funnelcast:
         cfg = self.scorer.config
         ev, summary = read_events(events, cfg)
         customers = read_customers(_setting("FUNNELCAST_CUSTOMERS"), cfg)[0] if _setting("FUNNELCAST_CUSTOMERS") else None
-        arrays = EventArrays.from_frame(ev, cfg, customer_ids=None if customers is None else
-                                        sorted(set(ev["customer_id"].astype(str)) | set(customers["customer_id"].astype(str))))
+        arrays = source_arrays(ev, customers, cfg)
         del ev
         self.as_of = self.scorer.as_of_ns(_setting("FUNNELCAST_AS_OF"))
         self.base = CustomerBase(self.scorer, arrays, customers, self.as_of)
