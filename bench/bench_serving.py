@@ -496,15 +496,7 @@ class Reference:
 
     # (a) the body of Funnelcast.score_events
     def score_events(self, events: list[dict], customer: dict, customer_id: str | None, as_of: str | None) -> dict:
-        scorer = self.scorer
-        t = scorer.as_of_ns(as_of)
-        arrays, counts = scorer.payload_arrays(customer_id or "", events, t)
-        attrs, ignored = {}, []
-        for target, plan in scorer.plans.items():
-            attrs[target], ignored = plan.encode_dict(customer or {}, scorer.tz)
-        result = scorer.records(scorer.score_arrays(arrays, t, attrs), self.base.population)[0]
-        result["input"] = {"events": len(events), **counts, "ignored_attributes": ignored}
-        return result
+        return self.scorer.score_payload(events, customer, customer_id, as_of, self.base.population)
 
     # (b), (c) the body of Funnelcast.score
     def score_ids(self, ids: list[str]) -> dict:
@@ -892,7 +884,9 @@ def http_part(args, cache_dir: Path, as_of_iso: str, concurrencies: list[int], r
     Returns the report entries and the running server under ``_server`` (the caller stops it)."""
     import numpy as np
 
-    from serving.service import EventIn  # the service's own request model (imports BentoML)
+    from pydantic_core import to_json
+
+    from serving.service import EventIn, ScoreEventsRequest  # the service's own request models (import BentoML)
     from pydantic import TypeAdapter
 
     key = secrets.token_urlsafe(24)
@@ -924,11 +918,11 @@ def http_part(args, cache_dir: Path, as_of_iso: str, concurrencies: list[int], r
         events_adapter = TypeAdapter(list[EventIn])
 
         def reference_json(body: bytes) -> bytes:
-            """The work of any web framework on top: parse, validate (pydantic, the service's model), encode."""
-            d = json.loads(body)
-            events = events_adapter.validate_python(d["events"])
-            result = ref.score_events([e.__dict__ for e in events], d.get("customer"), d.get("customer_id"), d.get("as_of"))
-            return json.dumps(result).encode()
+            """The work of any web framework on top: parse and validate (pydantic, the service's request
+            model), score, encode (pydantic-core, as the service does)."""
+            d = ScoreEventsRequest.model_validate_json(body)
+            result = ref.score_events([e.__dict__ for e in d.events], d.customer, d.customer_id, d.as_of)
+            return to_json(result)
 
         payloads: list[tuple[bytes, tuple]] = []
         for c in cand:

@@ -52,6 +52,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _NO_DATE = np.iinfo(np.int64).min
 # int64 nanoseconds (numpy/pandas time) cover 1677-09-21 to 2262-04-11; a day's margin for time zones.
 _FIRST, _LAST = dt.datetime(1677, 9, 23), dt.datetime(2262, 4, 10)
+_MICROSECOND = dt.timedelta(microseconds=1)
 
 
 class ScoringError(ValueError):
@@ -156,24 +157,27 @@ class AttributePlan:
 
 
 def _timestamp_ns(value: Any, tz: zoneinfo.ZoneInfo | None, where: str) -> int:
-    """int64 ns since epoch (UTC) of a datetime or ISO string; naive values are read in ``tz``."""
+    """int64 ns since epoch (UTC) of a datetime or ISO string; naive values are read in ``tz``.
+
+    Called once per event of a request: the common case (an ISO string with an offset, well inside
+    the representable range) takes C-level steps only."""
     if isinstance(value, str):
         try:
-            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = dt.datetime.fromisoformat(value)  # Python 3.11+: 'Z', offsets, dates, fractions
         except ValueError:
             raise ScoringError(f"{where} {value!r} is not an ISO 8601 date or timestamp") from None
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        value = dt.datetime(value.year, value.month, value.day)
     if not isinstance(value, dt.datetime):
-        raise ScoringError(f"{where} must be an ISO 8601 timestamp, got {value!r}")
-    if not _FIRST <= value.replace(tzinfo=None) <= _LAST:
+        if not isinstance(value, dt.date):
+            raise ScoringError(f"{where} must be an ISO 8601 timestamp, got {value!r}")
+        value = dt.datetime(value.year, value.month, value.day)
+    if not _FIRST.year < value.year < _LAST.year and not _FIRST <= value.replace(tzinfo=None) <= _LAST:
         raise ScoringError(f"{where} {value.isoformat()} is outside the supported range {_FIRST.year}–{_LAST.year}")
     if value.tzinfo is None:
         if tz is None:
             raise ScoringError(f"{where} {value.isoformat()} has no UTC offset and the funnel config sets no "
                                "source_timezone; add an offset such as 'Z' or '+02:00'")
         value = value.replace(tzinfo=tz)
-    return ((value - _EPOCH) // dt.timedelta(microseconds=1)) * 1000
+    return ((value - _EPOCH) // _MICROSECOND) * 1000
 
 
 # ---- scored rows ------------------------------------------------------------------------------
@@ -405,46 +409,70 @@ class Scorer:
     def payload_arrays(self, customer_id: str, events: list[dict[str, Any]], t: int) -> tuple[EventArrays, dict[str, int]]:
         """One customer's events from a request, encoded as the event contract would (unknown types and
         channels by the config's policy, exact duplicates dropped); events at or after ``t`` stay invisible.
-        Returns the arrays and counts of what was dropped or altered."""
-        cfg = self.config
-        other_type = self._type_code.get(OTHER)
-        other_channel = self._channel_code.get(OTHER)
-        no_channel = len(cfg.channel_names)
-        rows = []
+        Returns the arrays and counts of what was dropped or altered.
+
+        Column by column (list comprehensions over C-level look-ups, numpy after that): this runs once
+        per ``/score_events`` request, ~50 events, and costs a few microseconds per event."""
+        cfg, tz = self.config, self.tz
         counts = {"duplicates_dropped": 0, "event_types_mapped_to_other": 0, "channels_mapped_to_other": 0,
                   "events_at_or_after_as_of": 0}
-        seen = set()
-        for i, e in enumerate(events):
-            where = f"events[{i}]"
-            ts = _timestamp_ns(e["timestamp"], self.tz, f"{where}.timestamp")
-            code = _vocabulary_code(e["event_type"], self._type_code, other_type, counts, f"{where}.event_type",
-                                    "unknown_event_types", "event_types_mapped_to_other", cfg.event_types, "types")
-            channel = e.get("channel")
-            ch = no_channel if channel is None else _vocabulary_code(
-                channel, self._channel_code, other_channel, counts, f"{where}.channel", "unknown_channels",
-                "channels_mapped_to_other", cfg.channel_names, "channels")
-            amount = e.get("amount")
-            amount = np.nan if amount is None else float(amount)
-            props = e.get("properties")
-            props = json.dumps(props, sort_keys=True, default=str) if isinstance(props, (dict, list)) else props
-            key = (ts, code, ch, amount if amount == amount else None, props)
-            if key in seen:
-                counts["duplicates_dropped"] += 1
-                continue
-            seen.add(key)
-            if ts >= t:
-                counts["events_at_or_after_as_of"] += 1
-            rows.append((ts, code, ch, amount))
-        rows.sort(key=lambda r: r[0])
-        n = len(rows)
-        cols = list(zip(*rows, strict=True)) if n else [(), (), (), ()]
+        try:
+            ts = [_timestamp_ns(e["timestamp"], tz, "") for e in events]
+        except ScoringError:  # again, one by one, for a message that names the event
+            ts = [_timestamp_ns(e["timestamp"], tz, f"events[{i}].timestamp") for i, e in enumerate(events)]
+        types = [e["event_type"] for e in events]
+        code = [self._type_code.get(v, -1) for v in types]
+        if -1 in code:
+            other = self._type_code.get(OTHER)
+            code = [c if c >= 0 else _vocabulary_code(
+                types[i], self._type_code, other, counts, f"events[{i}].event_type", "unknown_event_types",
+                "event_types_mapped_to_other", cfg.event_types, "types") for i, c in enumerate(code)]
+        no_channel = len(cfg.channel_names)
+        channels = [e.get("channel") for e in events]
+        ch = [no_channel if v is None else self._channel_code.get(v, -1) for v in channels]
+        if -1 in ch:
+            other = self._channel_code.get(OTHER)
+            ch = [c if c >= 0 else _vocabulary_code(
+                channels[i], self._channel_code, other, counts, f"events[{i}].channel", "unknown_channels",
+                "channels_mapped_to_other", cfg.channel_names, "channels") for i, c in enumerate(ch)]
+        amounts = [e.get("amount") for e in events]
+        props = [e.get("properties") for e in events]
+        props = [json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v for v in props]
+        # Exact duplicates (every field equal) are dropped; the first of each stays, in request order.
+        unique = list(dict.fromkeys(zip(ts, code, ch, amounts, props, strict=True)))
+        counts["duplicates_dropped"] = len(events) - len(unique)
+        n = len(unique)
+        cols = list(zip(*unique, strict=True)) if n else [(), (), (), ()]
+        ts_arr = np.array(cols[0], dtype=np.int64)
+        order = np.argsort(ts_arr, kind="stable")
+        counts["events_at_or_after_as_of"] = int(np.count_nonzero(ts_arr >= t))
         arrays = EventArrays(
             customer_ids=np.array([customer_id], dtype=object), starts=np.array([0, n], dtype=np.int64),
-            customer=np.zeros(n, dtype=np.int64), ts=np.array(cols[0], dtype=np.int64),
-            event_type=np.array(cols[1], dtype=np.int64), channel=np.array(cols[2], dtype=np.int64),
-            amount=np.array(cols[3], dtype=np.float64),
+            customer=np.zeros(n, dtype=np.int64), ts=ts_arr[order],
+            event_type=np.array(cols[1], dtype=np.int64)[order], channel=np.array(cols[2], dtype=np.int64)[order],
+            amount=np.array([np.nan if v is None else v for v in cols[3]], dtype=np.float64)[order],
         )
         return arrays, counts
+
+    def score_payload(self, events: list[dict[str, Any]], customer: dict[str, Any] | None, customer_id: str | None,
+                      as_of: Any, population: Population) -> dict[str, Any]:
+        """One customer scored from the events of a request (``/score_events``): the JSON-ready result,
+        with what was dropped, altered or ignored under ``input``. Raises :class:`ScoringError` naming
+        what is wrong with the request."""
+        limit = self.config.serving.max_events_per_request
+        if len(events) > limit:
+            raise ScoringError(f"events holds {len(events):,} events; at most {limit:,} per request")
+        ids = {i for e in events if (i := e.get("customer_id")) is not None} | ({customer_id} if customer_id else set())
+        if len(ids) > 1:
+            raise ScoringError(f"the events name more than one customer ({sorted(ids)[:5]}); send one customer per request")
+        t = self.as_of_ns(as_of)
+        arrays, counts = self.payload_arrays(ids.pop() if ids else "", events, t)
+        attrs, ignored = {}, []
+        for target, plan in self.plans.items():
+            attrs[target], ignored = plan.encode_dict(customer or {}, self.tz)
+        result = self.records(self.score_arrays(arrays, t, attrs), population)[0]
+        result["input"] = {"events": len(events), **counts, "ignored_attributes": ignored}
+        return result
 
     def as_of_ns(self, value: Any) -> int:
         """A request's or command's as-of time as int ns; None is now (naive: the config's source zone, else UTC)."""
@@ -541,7 +569,9 @@ class CustomerBase:
         self.scorer = scorer
         self.arrays = arrays
         self.as_of = as_of
-        self.index = pd.Index(arrays.customer_ids)
+        # A dict, not a pandas Index: a request's few ids are looked up in microseconds (an Index of
+        # strings converts its Arrow array on every get_indexer call: ~1 ms per request).
+        self.code = {cid: i for i, cid in enumerate(arrays.customer_ids.tolist())}
         self.attributes = scorer.encode_attributes(customers, arrays.customer_ids, keep=("segment",))
         self.scored = score_population(scorer, arrays, customers, as_of, reasons=reasons, threads=threads,
                                        attributes=self.attributes, progress=progress)
@@ -551,9 +581,9 @@ class CustomerBase:
     def score_ids(self, ids: list[str], as_of: int | None = None) -> tuple[Scored, list[str]]:
         """Scores with reasons for ``ids`` (first occurrence order, repeats once) and the ids not in the source."""
         unique = list(dict.fromkeys(ids))
-        codes = self.index.get_indexer(pd.Index(unique, dtype=object))
-        unknown = [i for i, c in zip(unique, codes, strict=True) if c < 0]
-        codes = codes[codes >= 0]
+        found = [self.code.get(i, -1) for i in unique]
+        unknown = [i for i, c in zip(unique, found, strict=True) if c < 0]
+        codes = np.array([c for c in found if c >= 0], dtype=np.intp)
         block = subset(self.arrays, codes)
         attrs = {target: a.take(codes) for target, a in self.attributes.items()}
         return self.scorer.score_arrays(block, self.as_of if as_of is None else as_of, attrs), unknown

@@ -101,7 +101,7 @@ def _iso(ts: Any) -> str:
 
 
 def _error_text(resp: httpx.Response) -> str:
-    """The message(s) of an error response, whatever its JSON shape (object, or a list of objects)."""
+    """The whole error response as text (the message, and pydantic's detail where there is one)."""
     try:
         return json.dumps(resp.json())
     except ValueError:
@@ -273,6 +273,13 @@ INVALID = {
     "outreach top=0": ("/outreach", {"top": 0}, ["top", "greater than or equal to 1"]),
     "outreach top too big": ("/outreach", {"top": 10_001}, ["top", "10000"]),
     "outreach unknown stage": ("/outreach", {"top": 5, "stage": "nirvana"}, ["nirvana", "not a stage"]),
+    # A misspelt field is an error, not silently ignored (the request would quietly mean something else).
+    "unknown field in /score": ("/score", {"customer_ids": ["c0000001"], "asof": "2025-06-01"}, ["asof", "extra inputs"]),
+    "unknown field in /score_events": ("/score_events", {"events": [_event()], "cutomer": {"segment": "smb"}},
+                                       ["cutomer", "extra inputs"]),
+    "unknown field in an event": ("/score_events", {"events": [_event(ammount=5.0)]}, ["ammount", "extra inputs"]),
+    "unknown field in /outreach": ("/outreach", {"top": 5, "segmnet": "smb"}, ["segmnet", "extra inputs"]),
+    "unknown field in /model_info": ("/model_info", {"verbose": True}, ["verbose", "extra inputs"]),
 }
 
 
@@ -284,6 +291,8 @@ def test_bad_requests_get_a_4xx_naming_the_problem(api, case):
     else:
         resp = api.post(route, json=body)
     assert resp.status_code in (400, 422), (resp.status_code, resp.text)
+    body = resp.json()  # one shape for every error: {"error": "...", ["detail": [...] from pydantic]}
+    assert isinstance(body, dict) and isinstance(body.get("error"), str), body
     text = _error_text(resp)
     for needle in needles:
         assert needle.lower() in text.lower(), (needle, text)
