@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 
-DENSE_LIMIT = 4_000_000  # leaves × features: 32 MB of float64
+GATHER_ROWS = 64  # up to this many rows, credit() gathers table rows; beyond, one sparse product
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,6 @@ class PathAttribution:
     tree_offsets: np.ndarray  # (T,) index of each tree's leaf 0 in the global leaf axis
     leaf_credit: sp.csr_matrix  # (L, F) credit of every leaf's path to every feature
     bias: float  # Σ over trees of the root value: the raw score of a row credited with nothing
-    dense: np.ndarray | None = None  # leaf_credit as an array, when small enough
 
     @classmethod
     def from_booster(cls, booster: lgb.Booster, num_iteration: int) -> PathAttribution:
@@ -70,27 +69,41 @@ class PathAttribution:
                     stack.append((child, step))
             n_leaves += tree["num_leaves"]
         table = sp.csr_matrix((vals, (rows, cols)), shape=(n_leaves, n_features), dtype=np.float64)
-        # A request scores a row or a few: a dense copy of a small table skips scipy's per-call overhead.
-        dense = table.toarray() if n_leaves * n_features <= DENSE_LIMIT else None
-        return cls(num_iteration, n_features, np.asarray(offsets, dtype=np.int64), table, float(bias), dense)
+        return cls(num_iteration, n_features, np.asarray(offsets, dtype=np.int64), table, float(bias))
 
     def contributions(self, booster: lgb.Booster, X: np.ndarray, num_threads: int = 1) -> np.ndarray:
         """(rows × features) log-odds credits; ``contributions(X).sum(1) + bias`` is the raw score."""
         leaves = booster.predict(X, pred_leaf=True, num_iteration=self.num_iteration, num_threads=num_threads)
-        leaves = np.asarray(leaves, dtype=np.int64).reshape(len(X), -1) + self.tree_offsets
+        return self.credit(np.asarray(leaves, dtype=np.int64).reshape(len(X), -1))
+
+    def credit(self, leaves: np.ndarray) -> np.ndarray:
+        """(rows × features) credits of rows that fell in ``leaves`` (rows × trees, per-tree leaf indices,
+        as ``Booster.predict(pred_leaf=True)`` gives them)."""
+        leaves = leaves + self.tree_offsets
         n, t = leaves.shape
-        if self.dense is not None and n <= 64:
-            return self.dense[leaves].sum(axis=1)
-        hits = sp.csr_matrix(
-            (np.ones(n * t), leaves.ravel(), np.arange(0, n * t + 1, t)), shape=(n, self.leaf_credit.shape[0])
-        )
-        return (hits @ self.leaf_credit).toarray()
+        table = self.leaf_credit
+        if n > GATHER_ROWS:
+            hits = sp.csr_matrix((np.ones(n * t), leaves.ravel(), np.arange(0, n * t + 1, t)), shape=(n, table.shape[0]))
+            return (hits @ table).toarray()
+        # A request's row or few: gather the table rows of the leaves hit (a few credits per leaf, one per
+        # feature on its path) and add them up by (row, feature). Touches ~T × depth numbers, not T × F.
+        flat = leaves.ravel()
+        starts, lengths = table.indptr[flat], np.diff(table.indptr)[flat]
+        ends = np.cumsum(lengths)
+        pos = np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
+        row = np.repeat(np.arange(n).repeat(t), lengths)
+        return np.bincount(row * self.n_features + table.indices[pos], weights=table.data[pos],
+                           minlength=n * self.n_features).reshape(n, self.n_features)
 
 
 def top_features(contributions: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """(indices, credits) of each row's ``k`` largest positive credits, largest first; index -1 where
     a row has fewer than ``k`` features pushing its score up."""
     k = min(k, contributions.shape[1])
+    if len(contributions) == 1:  # a request's one row: a plain sort is a third of the calls below
+        idx = np.argsort(-contributions[0], kind="stable")[None, :k]
+        credit = contributions[0, idx[0]][None]
+        return np.where(credit > 0, idx, -1), np.where(credit > 0, credit, 0.0)
     part = np.argpartition(-contributions, k - 1, axis=1)[:, :k]
     credit = np.take_along_axis(contributions, part, axis=1)
     order = np.argsort(-credit, axis=1, kind="stable")

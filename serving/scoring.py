@@ -44,6 +44,7 @@ from features.funnel import OTHER, FunnelConfig, load_config
 from features.labels import eligibility
 from serving.attribution import PathAttribution, top_features
 from serving.reasons import Phrasebook
+from serving.rowpredict import RowPredictor
 from training.model import TargetModel, to_matrix
 
 TARGETS = ("convert", "churn")
@@ -245,6 +246,7 @@ class Scorer:
         self.names = names or {t: f"{config.training.model_name_prefix}-{t}" for t in models}
         self.plans = {t: AttributePlan(m, self.spec) for t, m in models.items()}
         self.attributions = {t: PathAttribution.from_booster(m.booster_, m.best_iteration_) for t, m in models.items()}
+        self.row_predictors = {t: RowPredictor(m.booster_, m.best_iteration_) for t, m in models.items()}
         self.phrases = Phrasebook(self.spec)
         self.tz = zoneinfo.ZoneInfo(config.source_timezone) if config.source_timezone else None
         settings = config.serving
@@ -286,13 +288,20 @@ class Scorer:
             X = self.plans[target].matrix(behaviour, attrs[target], t)
             rows = np.flatnonzero(eligible[target])
             p = np.full(n, np.nan)
+            # One customer (a request): LightGBM's single-row fast path, the same numbers with ~20 µs
+            # less set-up per call (serving/rowpredict.py).
+            one = self.row_predictors[target] if n == 1 else None
             if len(rows):
-                p[rows] = model.predict_proba(X[rows], num_threads=threads)
+                raw = np.array([one.raw_score(X[0])]) if one else model.raw_score(X[rows], num_threads=threads)
+                p[rows] = model.probability(raw)
             probs[target] = p
             if reasons:
                 why = np.flatnonzero(explain[target])
                 if len(why):
-                    contributions[target] = (why, X[why], self.attributions[target].contributions(model.booster_, X[why], threads))
+                    attribution = self.attributions[target]
+                    credit = (attribution.credit(one.leaves(X[0])[None]) if one
+                              else attribution.contributions(model.booster_, X[why], threads))
+                    contributions[target] = (why, X[why], credit)
         status = np.full(n, "no_history", dtype=object)
         has_stage = ~np.isnan(elig.stage)
         status[has_stage] = "prospect"

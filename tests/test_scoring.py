@@ -13,7 +13,7 @@ import pytest
 
 from features.behaviour import EventArrays, build_features, cutoff_ns, feature_spec
 from features.events import read_customers, read_events
-from serving.attribution import PathAttribution, agreement, top_features
+from serving.attribution import GATHER_ROWS, agreement, top_features
 from serving.reasons import Phrasebook
 from serving.scoring import CustomerBase, Population, Scorer, ScoringError, score_population, subset
 
@@ -139,10 +139,10 @@ def test_path_attribution_sums_to_the_raw_score_and_agrees_with_treeshap(scorer,
     attribution = scorer.attributions["churn"]
     credit = attribution.contributions(model.booster_, X)
     np.testing.assert_allclose(credit.sum(axis=1) + attribution.bias, model.raw_score(X), atol=1e-9)
-    # The dense single-row path and the sparse batch path are the same numbers.
-    sparse = PathAttribution(attribution.num_iteration, attribution.n_features, attribution.tree_offsets,
-                             attribution.leaf_credit, attribution.bias, dense=None)
-    np.testing.assert_allclose(sparse.contributions(model.booster_, X[:20]), credit[:20], atol=1e-12)
+    # The gather path (a request's few rows) and the sparse product (a batch) are the same numbers.
+    assert len(X) > GATHER_ROWS
+    for a, b in ((0, 1), (0, 20), (GATHER_ROWS - 1, GATHER_ROWS + 1)):
+        np.testing.assert_allclose(attribution.contributions(model.booster_, X[a:b]), credit[a:b], atol=1e-12)
     report = agreement(attribution, model.booster_, X)
     assert report["max_sum_error"] < 1e-9
     assert report["top1_in_shap_topk"] > 0.85 and report["topk_overlap"] > 0.6
@@ -153,6 +153,13 @@ def test_top_features_are_positive_credits_largest_first():
     idx, amount = top_features(credit, 3)
     assert idx.tolist() == [[2, 4, 0], [-1, -1, -1]]
     np.testing.assert_allclose(amount[0], [0.5, 0.3, 0.1])
+    # One row (a request) takes a shortcut: same answer as the batch path.
+    rng = np.random.default_rng(3)
+    many = rng.normal(size=(50, 12)) - 0.8  # some rows with fewer than 4 positive credits
+    for i in range(len(many)):
+        one = top_features(many[i : i + 1], 4)
+        both = top_features(many[[i, i]], 4)
+        assert one[0].tolist()[0] == both[0].tolist()[0] and one[1].tolist()[0] == both[1].tolist()[0]
 
 
 def test_reasons_name_facts_in_words(config):

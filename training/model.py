@@ -147,7 +147,11 @@ class TargetModel:
     def predict_proba(self, frame: pd.DataFrame | np.ndarray, num_threads: int = 0) -> np.ndarray:
         """Calibrated probability of the target for each row."""
         X = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
-        return self.calibrator_.predict(self.raw_score(X, num_threads=num_threads))
+        return self.probability(self.raw_score(X, num_threads=num_threads))
+
+    def probability(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probability of raw scores (log-odds) from :meth:`raw_score`."""
+        return self.calibrator_.predict(raw)
 
 
 DEFAULT_PARAMS: dict[str, Any] = {
