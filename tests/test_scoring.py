@@ -148,6 +148,20 @@ def test_path_attribution_sums_to_the_raw_score_and_agrees_with_treeshap(scorer,
     assert report["top1_in_shap_topk"] > 0.85 and report["topk_overlap"] > 0.6
 
 
+def test_single_row_fast_path_is_booster_predict_bit_for_bit(scorer, source):
+    ev, cust, arrays, t = source
+    frame = build_features(ev, cust, pd.Timestamp(t, tz="UTC"), scorer.config)
+    for target, model in scorer.models.items():
+        X = model.matrix(frame)[:300]
+        assert np.isnan(X).any()  # missing values take the trees' default directions: covered too
+        fast = scorer.row_predictors[target]
+        assert np.array_equal([fast.raw_score(x) for x in X], model.raw_score(X, num_threads=1))
+        leaves = model.booster_.predict(X, pred_leaf=True, num_iteration=model.best_iteration_)
+        assert np.array_equal(np.array([fast.leaves(x) for x in X]), leaves)
+        with pytest.raises(ValueError, match=f"a row of {X.shape[1]} features"):
+            fast.raw_score(X[0, :-1])
+
+
 def test_top_features_are_positive_credits_largest_first():
     credit = np.array([[0.1, -2.0, 0.5, 0.0, 0.3], [-1.0, -0.5, -0.1, -3.0, -0.2]])
     idx, amount = top_features(credit, 3)
