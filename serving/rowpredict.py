@@ -42,6 +42,7 @@ class RowPredictor:
             self._handles[kind] = handle
         self._lock = threading.Lock()
         self._out_len = ctypes.c_int64()
+        self._out_len_ref = ctypes.byref(self._out_len)
 
     def _predict(self, kind: int, row: np.ndarray, size: int) -> np.ndarray:
         row = np.ascontiguousarray(row, dtype=np.float64)
@@ -50,8 +51,7 @@ class RowPredictor:
         out = np.empty(size, dtype=np.float64)
         with self._lock:
             _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFast(
-                self._handles[kind], row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._out_len),
-                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))))
+                self._handles[kind], ctypes.c_void_p(row.ctypes.data), self._out_len_ref, ctypes.c_void_p(out.ctypes.data)))
             if self._out_len.value != size:
                 raise RuntimeError(f"LightGBM returned {self._out_len.value} values, expected {size}")
         return out

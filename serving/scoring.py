@@ -24,6 +24,7 @@ Per customer the scorer reports:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import zoneinfo
 from dataclasses import dataclass, field
@@ -253,6 +254,7 @@ class Scorer:
         self.tier_names = np.array([t.name for t in settings.risk_tiers], dtype=object)
         self.tier_floors = np.array([t.min_churn_probability for t in settings.risk_tiers])
         self._type_code = {t: i for i, t in enumerate(config.event_types)}
+        self._stage_names = np.array(list(config.stage_names) + [None], dtype=object)
         self._channel_code = {c: i for i, c in enumerate(config.channel_names)}
 
     @classmethod
@@ -358,8 +360,8 @@ class Scorer:
         return tiers
 
     def stage_names(self, stage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        names = np.array(list(self.config.stage_names) + [None], dtype=object)
-        k = len(self.config.stage_names)
+        names = self._stage_names
+        k = len(names) - 1
         idx = np.where(np.isnan(stage), k, stage).astype(np.int64)
         nxt = np.where(idx + 1 < k, idx + 1, k)
         return names[idx], names[np.where(idx == k, k, nxt)]
@@ -393,7 +395,7 @@ class Scorer:
         stage, nxt = self.stage_names(s.stage)
         pct = population.percentile(s.p_churn)
         tiers = self.risk_tier(s.p_churn)
-        as_of = pd.Timestamp(s.as_of, tz="UTC").isoformat()
+        as_of = iso_utc(s.as_of)
         versions = dict(self.versions)
         out = []
         for i in range(len(s.customer_ids)):
@@ -488,6 +490,12 @@ class Scorer:
         if value is None:
             return cutoff_ns(pd.Timestamp.now(tz="UTC"))
         return _timestamp_ns(value, self.tz or dt.timezone.utc, "as_of")
+
+
+@functools.lru_cache(maxsize=256)
+def iso_utc(ns: int) -> str:
+    """ISO 8601 of int ns since epoch, in UTC (cached: a service answers with the same as-of often)."""
+    return pd.Timestamp(ns, tz="UTC").isoformat()
 
 
 def _vocabulary_code(value: str, codes: dict[str, int], other: int | None, counts: dict[str, int], where: str,

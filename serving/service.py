@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 from starlette.responses import Response
 
-from serving.scoring import CustomerBase, Scorer, ScoringError, source_arrays
+from serving.scoring import CustomerBase, Scorer, ScoringError, iso_utc, source_arrays
 
 MAX_IDS = 1000
 MAX_EVENTS = 10_000
@@ -165,7 +165,7 @@ class Funnelcast:
             info = tracking.version_info(self.scorer.names[target], version)
             models[target] = {k: v for k, v in info.items() if k != "input_hash"}
         return {"models": models, "tracking_uri": tracking.tracking_uri(), "funnel": self.scorer.config.name,
-                "config_data_hash": self.scorer.config.data_hash(), "population_as_of": _iso(self.as_of),
+                "config_data_hash": self.scorer.config.data_hash(), "population_as_of": iso_utc(self.as_of),
                 "population": {"customers": self.source["customers"], "scored_for_churn": len(self.base.population.sorted_churn)},
                 "event_source": self.source["events"]}
 
@@ -207,7 +207,7 @@ class Funnelcast:
         for rank, (row, seg) in enumerate(zip(rows, segments, strict=True), start=1):
             row["rank"] = rank
             row["segment"] = None if seg is None or seg != seg else str(seg)
-        return _json({"as_of": _iso(self.as_of), "results": rows})
+        return _json({"as_of": iso_utc(self.as_of), "results": rows})
 
     @bentoml.api(route="/model_info", input_spec=ModelInfoRequest)
     async def model_info(self) -> dict[str, Any]:
@@ -216,9 +216,3 @@ class Funnelcast:
 
 
 Funnelcast.add_asgi_middleware(BearerAuth)
-
-
-def _iso(ns: int) -> str:
-    import pandas as pd
-
-    return pd.Timestamp(ns, tz="UTC").isoformat()
