@@ -113,28 +113,39 @@ def top_features(contributions: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.
     return idx, np.where(credit > 0, credit, 0.0)
 
 
-def agreement(attribution: PathAttribution, booster: lgb.Booster, X: np.ndarray, k: int = 3) -> dict[str, float]:
+def agreement(attribution: PathAttribution, booster: lgb.Booster, X: np.ndarray, k: int = 3,
+              min_credit: float = 0.0) -> dict[str, float]:
     """How often path attribution's top reasons are TreeSHAP's, over the rows of ``X``.
 
     ``top1_match``: same top feature; ``top1_in_shap_topk``: path attribution's top feature is among
     TreeSHAP's top ``k``; ``topk_overlap``: mean share of the two top-``k`` sets in common (reasons
-    are features pushing the score *up*, as served). Also the largest error of the path credits'
-    sum against the raw score, which should be float rounding.
+    are features pushing the score *up*, as served). The ``material_*`` figures are the same over the
+    rows whose top path credit is at least ``min_credit`` (the rows that get a reason when served with
+    ``serving.min_reason_credit``): where nothing pushes a score up by much, the two methods rank
+    tiny credits differently. Also the largest error of the path credits' sum against the raw score,
+    which should be float rounding.
     """
     path = attribution.contributions(booster, X)
     shap = booster.predict(X, pred_contrib=True, num_iteration=attribution.num_iteration)[:, :-1]
     raw = booster.predict(X, raw_score=True, num_iteration=attribution.num_iteration)
-    p_idx, _ = top_features(path, k)
+    p_idx, p_credit = top_features(path, k)
     s_idx, _ = top_features(shap, k)
     has = (p_idx[:, 0] >= 0) & (s_idx[:, 0] >= 0)
-    overlap = [
+    top1 = p_idx[:, 0] == s_idx[:, 0]
+    in_topk = (p_idx[:, :1] == s_idx).any(axis=1)
+    overlap = np.array([
         len(set(a[a >= 0]) & set(b[b >= 0])) / max(1, min((a >= 0).sum(), (b >= 0).sum()))
-        for a, b in zip(p_idx[has], s_idx[has], strict=True)
-    ]
+        for a, b in zip(p_idx, s_idx, strict=True)
+    ])
+    material = has & (p_credit[:, 0] >= min_credit)
     return {
         "rows": int(has.sum()),
-        "top1_match": float(np.mean(p_idx[has, 0] == s_idx[has, 0])),
-        "top1_in_shap_topk": float(np.mean([a in b for a, b in zip(p_idx[has, 0], s_idx[has], strict=True)])),
-        "topk_overlap": float(np.mean(overlap)),
+        "top1_match": float(top1[has].mean()),
+        "top1_in_shap_topk": float(in_topk[has].mean()),
+        "topk_overlap": float(overlap[has].mean()),
+        "min_credit": float(min_credit),
+        "material_rows": int(material.sum()),
+        "material_top1_match": float(top1[material].mean()) if material.any() else float("nan"),
+        "material_top1_in_shap_topk": float(in_topk[material].mean()) if material.any() else float("nan"),
         "max_sum_error": float(np.max(np.abs(path.sum(axis=1) + attribution.bias - raw))),
     }

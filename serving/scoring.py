@@ -329,6 +329,7 @@ class Scorer:
         k = self.config.serving.reasons
         # Candidates beyond k: a customer's top credits often restate one fact (events, activity, 30-day count).
         idx, amount = top_features(credit, 4 * k)
+        idx = np.where(amount >= self.config.serving.min_reason_credit, idx, -1)  # immaterial pushes: no reason
         phrase, concept = self.phrases.phrase, self.phrases.concept
         for i, r in enumerate(rows.tolist()):
             items: list[dict[str, Any]] = []
