@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_serving.py
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: $(STAMP)

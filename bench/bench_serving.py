@@ -32,15 +32,17 @@ What it measures:
    with one id at concurrency 8. The ids of (b) and (c) are customers who get reasons (the costly case).
 
    Reference, same run, same requests, no HTTP, in the bench process after ``gc.freeze()`` (as the
-   service does): for (a) ``Scorer.payload_arrays`` + ``AttributePlan.encode_dict`` +
-   ``Scorer.score_arrays`` + ``Scorer.records`` (the sequence of ``Funnelcast.score_events``); for (b)
+   service does): for (a) ``Scorer.score_payload`` (the body of ``Funnelcast.score_events``); for (b)
    and (c) ``CustomerBase.score_ids`` + ``Scorer.records``. "+ JSON" adds the work any web framework
-   has to do: for (a) timed end to end, ``json.loads`` of the body, pydantic validation of the events
-   with the service's own ``EventIn``, the scoring and ``json.dumps`` of the answer (interleaved with
-   the plain path, and with each step of it timed alone); for (b) and (c) ``json.loads`` of the body
-   and ``json.dumps`` of the answer, timed on their own and added. Median and p99 over ``--ref-calls``
-   calls (fewer, at least 200, if one reference would pass ``--ref-max-s``). Server CPU minus the
-   "+ JSON" figure is the cost of the HTTP stack.
+   has to do: for (a) timed end to end, parsing and validating the body with the service's own
+   request model (pydantic), the scoring and encoding the answer with pydantic-core, as the service
+   does (interleaved with the plain path, and with each step of it timed alone); for (b) and (c)
+   ``json.loads`` of the body and ``json.dumps`` of the answer, timed on their own and added. Median
+   and p99 over ``--ref-calls`` calls (fewer, at least 200, if one reference would pass
+   ``--ref-max-s``). Server CPU minus the "+ JSON" figure is the cost of the HTTP stack.
+
+   Adaptive batching, evaluated in-process: groups of 8 payloads (the c=8 phase's concurrency), same
+   as-of, scored in one ``score_arrays`` call; per request, against scoring them one by one.
 4. Batch, in a fresh subprocess (its peak RSS is its own): 1M customers built by tiling the
    simulation's ``EventArrays`` ``--copies`` times under fresh ids (``<id>-<k>``), the customers
    table likewise; timed: ``score_population(scorer, arrays, customers, t, reasons=True,
@@ -606,6 +608,24 @@ def tile_arrays(a, copies: int):
     )
 
 
+def concat_arrays(parts: list):
+    """Several customers' ``EventArrays`` as one (customer codes renumbered in order)."""
+    import numpy as np
+
+    from features.behaviour import EventArrays
+
+    sizes = np.array([len(p.ts) for p in parts])
+    event_off = np.concatenate([[0], np.cumsum(sizes)])
+    cust_off = np.concatenate([[0], np.cumsum([p.n_customers for p in parts])])
+    return EventArrays(
+        customer_ids=np.concatenate([p.customer_ids for p in parts]),
+        starts=np.concatenate([p.starts[:-1] + o for p, o in zip(parts, event_off, strict=False)] + [event_off[-1:]]).astype(np.int64),
+        customer=np.concatenate([p.customer + o for p, o in zip(parts, cust_off, strict=False)]),
+        ts=np.concatenate([p.ts for p in parts]), event_type=np.concatenate([p.event_type for p in parts]),
+        channel=np.concatenate([p.channel for p in parts]), amount=np.concatenate([p.amount for p in parts]),
+    )
+
+
 def batch_main(cache_dir: str, as_of_iso: str, copies: int, threads: int, out: str, profile: bool) -> None:
     """Entry of the batch subprocess; writes its figures as JSON to ``out``."""
     import numpy as np
@@ -986,7 +1006,26 @@ def http_part(args, cache_dir: Path, as_of_iso: str, concurrencies: list[int], r
             "score_arrays": (lambda x: sc.score_arrays(x[4], x[3], x[5]), steps_in),
             "records": (lambda x: sc.records(x[6], ref.base.population), steps_in),
         }, calls, cap)
+        # Adaptive batching, evaluated in-process: 8 of these requests (the c=8 phase's concurrency) scored
+        # in one score_arrays call, as a batching dispatcher would. It needs one as-of for all 8.
+        from serving.scoring import Attributes
+
+        def score_batched(group: list[tuple]) -> list[dict]:
+            t = sc.as_of_ns(group[0][3])
+            parts = [sc.payload_arrays(cid or "", evs, t)[0] for evs, _, cid, _ in group]
+            enc = [{tg: p.encode_dict(cust or {}, sc.tz)[0] for tg, p in sc.plans.items()} for _, cust, _, _ in group]
+            attrs = {tg: Attributes(np.vstack([e[tg].numbers for e in enc]), np.vstack([e[tg].dates for e in enc]))
+                     for tg in sc.plans}
+            return sc.records(sc.score_arrays(concat_arrays(parts), t, attrs), ref.base.population)
+
+        calls_8 = [c for _, c in payloads]
+        groups = [(calls_8[i:i + 8],) for i in range(0, len(calls_8) - 7, 8)]
+        batched = score_batched(groups[0][0])
+        single = [ref.score_events(*c) for c in groups[0][0]]
+        assert [r["churn_probability"] for r in batched] == [r["churn_probability"] for r in single]
+        b8 = time_calls(score_batched, groups, max(50, calls // 8), cap)
         refs = {
+            "score_events_batched_8": {k: (v / 8 if k.endswith("_ms") else v) for k, v in b8.items()},
             "score_events": events_refs.pop("score_events"),
             "score_events+json": events_refs.pop("score_events+json"),
             f"score_{k}_ids": time_calls(ref.score_ids, [(ids,) for ids in id_lists], calls, cap),
@@ -1086,6 +1125,11 @@ def summarize(report: dict, args, out_path: Path, load_start, started: float) ->
             steps = refs.get("score_events_steps", {})
             if steps:
                 print("     in-process steps (median ms): " + ", ".join(f"{n} {x['median_ms']:.3f}" for n, x in steps.items()))
+            if "score_events_batched_8" in refs:
+                b8 = refs["score_events_batched_8"]
+                print(f"     adaptive batching, in-process: 8 requests scored in one call {b8['mean_ms']:.3f} ms per request "
+                      f"(mean) vs {r['mean_ms']:.3f} alone; it would save at most {r['mean_ms'] - b8['mean_ms']:.2f} of "
+                      f"{a['server_cpu_ms_per_request']:.2f} ms/req")
         srv = report.get("server", {})
         print(f"server: ready {srv.get('ready_s', float('nan')):.1f} s after launch; idle CPU {srv.get('idle_cpu_ms_per_s', float('nan')):.1f} ms/s; "
               f"RSS after load {', '.join(_gib(v) for v in srv.get('rss_bytes_after', {}).values())}")

@@ -88,7 +88,8 @@ class PathAttribution:
         # A request's row or few: gather the table rows of the leaves hit (a few credits per leaf, one per
         # feature on its path) and add them up by (row, feature). Touches ~T × depth numbers, not T × F.
         flat = leaves.ravel()
-        starts, lengths = table.indptr[flat], np.diff(table.indptr)[flat]
+        starts = table.indptr[flat]
+        lengths = table.indptr[flat + 1] - starts
         ends = np.cumsum(lengths)
         pos = np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
         row = np.repeat(np.arange(n).repeat(t), lengths)

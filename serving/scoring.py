@@ -515,7 +515,8 @@ def _vocabulary_code(value: str, codes: dict[str, int], other: int | None, count
 def trailing_spend(a: EventArrays, t: int, spec: FeatureSpec, days: int) -> np.ndarray:
     """Per customer, the amounts of purchase events in ``[t - days, t)``."""
     m = spec.type_purchase[a.event_type] & (a.ts < t) & (a.ts >= t - days * DAY_NS)
-    return np.bincount(a.customer[m], weights=np.nan_to_num(a.amount[m]), minlength=a.n_customers)
+    amount = a.amount[m]
+    return np.bincount(a.customer[m], weights=np.where(np.isnan(amount), 0.0, amount), minlength=a.n_customers)
 
 
 def source_arrays(events: pd.DataFrame, customers: pd.DataFrame | None, config: FunnelConfig) -> EventArrays:
