@@ -14,9 +14,12 @@ builds the service in its own worker process:
 ``FUNNELCAST_INSECURE=1``        serve without a key (local use only; ``funnelcast serve --insecure``)
 ===============================  ==========================================================
 
-Latency choices (``../shared/PERF-NOTES.md``): ``async`` APIs, access log and metrics off, tracing
-skipped for the API routes, one LightGBM thread per request, and ``gc.freeze()`` after start-up so
-the collector does not walk the loaded models on every full collection.
+Latency choices (``../shared/PERF-NOTES.md``, measured by ``bench/bench_serving.py``): ``async``
+APIs, access log and metrics off, tracing skipped for the API routes, uvicorn on httptools + uvloop
+(installed with funnelcast; uvicorn picks them up), answers encoded by pydantic-core and returned as
+finished responses, one LightGBM thread per request (its single-row C API for one customer), and
+``gc.freeze()`` after start-up so the collector does not walk the loaded models on every full
+collection. Request bodies are pydantic models with ``extra="forbid"``, passed as ``input_spec``.
 """
 
 from __future__ import annotations
