@@ -40,7 +40,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -56,9 +55,9 @@ if str(ROOT) not in sys.path:
 import pandas as pd  # noqa: E402
 
 from features.behaviour import DAY_NS, EventArrays, compute_features, feature_spec  # noqa: E402
+from common import GIB, rss_now, ru_maxrss  # noqa: E402  (bench/)
 from features.funnel import FunnelConfig, load_config  # noqa: E402
 
-GIB = 1024**3
 DATA_END = pd.Timestamp("2026-11-01", tz="UTC").value  # events span the two years before this
 DATA_START = DATA_END - 730 * DAY_NS
 CUTOFF = DATA_END - DAY_NS  # "near the end": one day before the last possible event
@@ -186,20 +185,6 @@ def _check_sorted(a: EventArrays) -> None:
 
 # ---- the funnelcast measurement, in a fresh process --------------------------------------------
 
-def _rss_now() -> int:
-    """Current resident set size in bytes (Linux /proc; falls back to the peak so far)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return _peak_rss()
-
-
-def _peak_rss() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
-
-
 def child_main(data_dir: str, cutoff: int, repeat: int, threads: int) -> None:
     """Load the arrays, run compute_features ``repeat`` times on ``threads`` threads (BLAS included),
     report times and peak RSS as JSON."""
@@ -211,8 +196,8 @@ def child_main(data_dir: str, cutoff: int, repeat: int, threads: int) -> None:
     loaded = {f: np.load(Path(data_dir) / f"{f}.npy") for f in ARRAY_FIELDS + ("starts",)}
     c = len(loaded["starts"]) - 1
     arrays = EventArrays(customer_ids=np.arange(c), **loaded)
-    rss_before = _rss_now()
-    peak_before = _peak_rss()
+    rss_before = rss_now()
+    peak_before = ru_maxrss()
     times = []
     peak_after_first = None
     for _ in range(repeat):
@@ -220,7 +205,7 @@ def child_main(data_dir: str, cutoff: int, repeat: int, threads: int) -> None:
         out = compute_features(arrays, cutoff, spec, threads=threads)
         times.append(time.perf_counter() - t0)
         if peak_after_first is None:
-            peak_after_first = _peak_rss()
+            peak_after_first = ru_maxrss()
         shape = out.shape
         del out
     print(
@@ -231,7 +216,7 @@ def child_main(data_dir: str, cutoff: int, repeat: int, threads: int) -> None:
                 "rss_before_compute": rss_before,
                 "peak_rss_before_compute": peak_before,
                 "peak_rss": peak_after_first,
-                "peak_rss_all_repeats": _peak_rss(),
+                "peak_rss_all_repeats": ru_maxrss(),
             }
         )
     )

@@ -71,7 +71,6 @@ import json
 import os
 import platform
 import random
-import resource
 import secrets
 import signal
 import socket
@@ -83,13 +82,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from common import gib, machine_cpu_s, peak_since_reset, reset_peak, rss_now, ru_maxrss, say, verdict  # noqa: E402  (bench/)
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "bench" / "results"
 CACHE_VERSION = "serving-bench-1"  # bump when the setup below changes
-GIB = 1024**3
 HOST = "127.0.0.1"
 
 AIM_CPU_MS = 1.5  # server CPU per /score_events request
@@ -99,66 +99,12 @@ AIM_BATCH_S = 120.0  # 1M customers with reasons
 BATCH_AIM_CUSTOMERS = 1_000_000
 
 
-def _say(msg: str) -> None:
-    print(msg, flush=True)
-
-
-# ---- small measurement helpers (stdlib only: the load client imports this module) ---------------
-
-def _ru_maxrss() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def _rss_now() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return _ru_maxrss()
-
-
-def _reset_peak() -> bool:
-    """Reset this process's VmHWM (Linux), so the next :func:`_peak_since_reset` is one step's peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_since_reset() -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
+# ---- server CPU (stdlib + psutil; memory and machine helpers are in bench/common.py) -------------
 
 def _machine_busy_s() -> float | None:
-    """Busy CPU-seconds of the whole machine since boot (all CPUs); None off Linux."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:8]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq = v
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    cpu = machine_cpu_s()
+    return None if cpu is None else cpu[0]
 
-
-def _gib(x: int | None) -> str:
-    return "-" if x is None else f"{x / GIB:.2f} GiB"
-
-
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
-# ---- the load client (runs in its own small process) ----------------------------------------------
 
 def server_processes(pid: int) -> list:
     """The ``bentoml serve`` process and all its descendants (the worker runs in a session of its own,
@@ -327,7 +273,7 @@ def prepare(cache_dir: Path, customers: int, seed: int, train_threads: int) -> d
         shutil.rmtree(cache_dir)
     cache_dir.mkdir(parents=True)
     cfg = load_config()
-    _say(f"setup (cached in {cache_dir.relative_to(ROOT)}): simulating {customers:,} customers (seed {seed}) ...")
+    say(f"setup (cached in {cache_dir.relative_to(ROOT)}): simulating {customers:,} customers (seed {seed}) ...")
     t0 = time.perf_counter()
     sim = simulate(customers, cfg, seed=seed, truth=False)
     sim.write(cache_dir / "sim")
@@ -338,7 +284,7 @@ def prepare(cache_dir: Path, customers: int, seed: int, train_threads: int) -> d
     raw = cfg.model_dump(mode="json")
     raw["training"]["folds"] = 1  # one fold: the registered model is the same kind, the backtest shorter
     train_cfg = FunnelConfig.model_validate(raw)
-    _say(f"  {len(sim.events):,} events in {t_sim:.1f} s; training set {len(table):,} rows in {t_table:.1f} s; "
+    say(f"  {len(sim.events):,} events in {t_sim:.1f} s; training set {len(table):,} rows in {t_table:.1f} s; "
          f"training (folds=1, FUNNELCAST_THREADS={train_threads}) ...")
     old = os.environ.get("FUNNELCAST_THREADS")
     os.environ["FUNNELCAST_THREADS"] = str(train_threads)
@@ -359,7 +305,7 @@ def prepare(cache_dir: Path, customers: int, seed: int, train_threads: int) -> d
                    for t, r in result.targets.items()},
     }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    _say(f"  trained in {t_train:.1f} s: " + ", ".join(f"{t} {m['best_iteration']} trees" for t, m in meta["models"].items()))
+    say(f"  trained in {t_train:.1f} s: " + ", ".join(f"{t} {m['best_iteration']} trees" for t, m in meta["models"].items()))
     meta["cached"] = False
     return meta
 
@@ -580,10 +526,10 @@ def profile_calls(fn, args: list, calls: int, top: int = 14) -> list[dict]:
 
 
 def _print_profile(title: str, rows: list[dict]) -> None:
-    _say(f"  cProfile, {title} (ms per request; profiling inflates Python-heavy code):")
+    say(f"  cProfile, {title} (ms per request; profiling inflates Python-heavy code):")
     w = max(len(r["function"]) for r in rows)
     for r in rows:
-        _say(f"    {r['function']:<{w}}  own {r['own_ms_per_call']:7.3f}  cum {r['cum_ms_per_call']:7.3f}  calls {r['calls']:,}")
+        say(f"    {r['function']:<{w}}  own {r['own_ms_per_call']:7.3f}  cum {r['cum_ms_per_call']:7.3f}  calls {r['calls']:,}")
 
 
 # ---- batch: 1M customers, in a fresh process ------------------------------------------------------------
@@ -655,12 +601,12 @@ def batch_main(cache_dir: str, as_of_iso: str, copies: int, threads: int, out: s
     res["setup_s"] = time.perf_counter() - t0
     res["customers"] = int(big.n_customers)
     res["events"] = int(len(big.ts))
-    res["rss_before_scoring"] = _rss_now()
-    res["ru_maxrss_before_scoring"] = _ru_maxrss()
+    res["rss_before_scoring"] = rss_now()
+    res["ru_maxrss_before_scoring"] = ru_maxrss()
     gc.collect()
 
     # The timed figure: scores with reasons for every customer, and the CRM table.
-    hwm = _reset_peak()
+    hwm = reset_peak()
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     scored = score_population(scorer, big, big_customers, t, reasons=True, threads=threads)
@@ -671,8 +617,8 @@ def batch_main(cache_dir: str, as_of_iso: str, copies: int, threads: int, out: s
     res["frame_s"] = t2 - t1
     res["total_s"] = t2 - t0
     res["cpu_s"] = time.process_time() - cpu0
-    res["peak_rss_step"] = _peak_since_reset() if hwm else None
-    res["ru_maxrss_after_scoring"] = _ru_maxrss()  # the process's peak since the reset (all of it without one)
+    res["peak_rss_step"] = peak_since_reset() if hwm else None
+    res["ru_maxrss_after_scoring"] = ru_maxrss()  # the process's peak since the reset (all of it without one)
     res["frame_shape"] = list(frame.shape)
     res["status_counts"] = {str(k): int(v) for k, v in pd.Series(scored.status).value_counts().items()}
     explained = {tgt: np.flatnonzero(scored.reasons_for == tgt) for tgt in scorer.models}
@@ -716,7 +662,7 @@ def batch_main(cache_dir: str, as_of_iso: str, copies: int, threads: int, out: s
                                    min_credit=cfg.serving.min_reason_credit)
         res["ref"][target] = r
         del X, sample, agree
-    res["ru_maxrss_end"] = _ru_maxrss()
+    res["ru_maxrss_end"] = ru_maxrss()
 
     if profile:
         import cProfile
@@ -774,7 +720,7 @@ def run_phase(name: str, requests: list[bytes], concurrency: int, args, server: 
     busy = raw["machine_busy_s"]
     st["others_cpu_s"] = None if busy is None else max(0.0, busy - raw["server_cpu_s"] - raw["client_cpu_s"])
     st["concurrency"] = concurrency
-    _say(f"  {name:<22} c={concurrency:<3} {n:>7,} req  {st['rps']:7.0f} req/s  p50 {st['p50_ms']:6.2f}  p99 {st['p99_ms']:6.2f}  "
+    say(f"  {name:<22} c={concurrency:<3} {n:>7,} req  {st['rps']:7.0f} req/s  p50 {st['p50_ms']:6.2f}  p99 {st['p99_ms']:6.2f}  "
          f"p99.9 {st['p999_ms']:6.2f}  max {st['max_ms']:6.1f} ms  server CPU {st['server_cpu_ms_per_request']:.2f} ms/req  "
          f"client {st['client_cpu_ms_per_request']:.2f}  others {st['others_cpu_s'] or 0:.1f} s  load {os.getloadavg()[0]:.2f}")
     return st
@@ -855,7 +801,7 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    _say(f"funnelcast serving benchmark: {args.customers:,} simulated customers (seed {args.seed}); phases "
+    say(f"funnelcast serving benchmark: {args.customers:,} simulated customers (seed {args.seed}); phases "
          f"{args.warmup:g} s warm-up + {args.duration:g} s; batch {args.customers * args.copies:,} customers on "
          f"{args.threads} threads; lightgbm {lightgbm.__version__}, python {platform.python_version()}, "
          f"{os.cpu_count()} CPUs; load average {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f} at start")
@@ -865,7 +811,7 @@ def main() -> None:
     meta = prepare(cache_dir, args.customers, args.seed, args.train_threads)
     setup_s = time.perf_counter() - t0
     as_of_iso = pd.Timestamp(meta["sim_end"]).isoformat()
-    _say(f"setup: {'cached' if meta['cached'] else 'built'} ({setup_s:.1f} s); as-of {as_of_iso}; models "
+    say(f"setup: {'cached' if meta['cached'] else 'built'} ({setup_s:.1f} s); as-of {as_of_iso}; models "
          + ", ".join(f"{t} v{m['version']} {m['best_iteration']} trees" for t, m in meta["models"].items()))
 
     report: dict[str, Any] = {
@@ -883,7 +829,7 @@ def main() -> None:
             server.stop()
             server = None
         if not args.no_batch:
-            _say(f"batch: {args.customers * args.copies:,} customers (the simulation tiled {args.copies}x), fresh process ...")
+            say(f"batch: {args.customers * args.copies:,} customers (the simulation tiled {args.copies}x), fresh process ...")
             with tempfile.TemporaryDirectory(prefix="funnelcast-bench-serving-") as tmp:
                 out = Path(tmp) / "batch.json"
                 proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_batch", str(cache_dir), as_of_iso,
@@ -916,11 +862,11 @@ def http_part(args, cache_dir: Path, as_of_iso: str, concurrencies: list[int], r
     server = Server(cache_dir, as_of_iso, port, key, tmp / "server.log")
     part: dict[str, Any] = {"_server": server}
     try:
-        _say(f"server: python -m funnelcast serve on port {port} (FUNNELCAST_THREADS=1); in-process scorer meanwhile ...")
+        say(f"server: python -m funnelcast serve on port {port} (FUNNELCAST_THREADS=1); in-process scorer meanwhile ...")
         ref = Reference(cache_dir, as_of_iso)
         ready_s = server.wait_ready(300)
-        _say(f"  ready after {ready_s:.1f} s (from launch); server RSS "
-             + ", ".join(f"{_gib(v)} ({k.split()[0]})" for k, v in server.rss().items()))
+        say(f"  ready after {ready_s:.1f} s (from launch); server RSS "
+             + ", ".join(f"{gib(v)} ({k.split()[0]})" for k, v in server.rss().items()))
         part["server"] = {"ready_s": ready_s, "rss_bytes": server.rss()}
 
         # Payload customers: status prospect or customer (a probability and reasons), ~N events each.
@@ -959,7 +905,7 @@ def http_part(args, cache_dir: Path, as_of_iso: str, concurrencies: list[int], r
         if not payloads:
             raise SystemExit("no simulated customer with ~{want} events gets reasons: nothing to send to /score_events")
         n_events = [len(p[1][0]) for p in payloads]
-        _say(f"  /score_events payloads: {len(payloads)} customers with reasons, {min(n_events)}-{max(n_events)} events "
+        say(f"  /score_events payloads: {len(payloads)} customers with reasons, {min(n_events)}-{max(n_events)} events "
              f"(mean {np.mean(n_events):.1f}), {np.mean([len(p[0]) for p in payloads]) / 1024:.1f} KiB per body")
 
         reasons_ids = list(scored_ids)
@@ -975,7 +921,7 @@ def http_part(args, cache_dir: Path, as_of_iso: str, concurrencies: list[int], r
         checks += [("/score", b, ref.score_ids(ids)) for b, ids in list(zip(id_bodies, id_lists))[:20]]
         checks += [("/score", b, ref.score_ids(ids)) for b, ids in list(zip(single_bodies, single_ids))[:50]]
         part["answers_checked"] = check_answers(ref, server, key, checks)
-        _say(f"  HTTP answers equal the in-process ones: {part['answers_checked']['results']:,} results in "
+        say(f"  HTTP answers equal the in-process ones: {part['answers_checked']['results']:,} results in "
              f"{part['answers_checked']['requests']} requests (probabilities, status, reason features)")
 
         # In-process references (the server idles meanwhile).
@@ -1034,12 +980,12 @@ def http_part(args, cache_dir: Path, as_of_iso: str, concurrencies: list[int], r
             "json_1_id": time_calls(json_only, list(zip(single_bodies, answers_one)), calls, cap),
             "score_events_steps": events_refs,
         }
-        _say("in-process reference (no HTTP), ms per request:")
+        say("in-process reference (no HTTP), ms per request:")
         for name, r in refs.items():
             if name == "score_events_steps":
-                _say("  /score_events steps, median ms: " + ", ".join(f"{n} {x['median_ms']:.3f}" for n, x in r.items()))
+                say("  /score_events steps, median ms: " + ", ".join(f"{n} {x['median_ms']:.3f}" for n, x in r.items()))
                 continue
-            _say(f"  {name:<22} median {r['median_ms']:.3f}  p99 {r['p99_ms']:.3f}  mean {r['mean_ms']:.3f}  "
+            say(f"  {name:<22} median {r['median_ms']:.3f}  p99 {r['p99_ms']:.3f}  mean {r['mean_ms']:.3f}  "
                  f"max {r['max_ms']:.2f}  ({r['calls']:,} calls)")
         part["reference"] = refs
         if args.profile:
@@ -1057,7 +1003,7 @@ def http_part(args, cache_dir: Path, as_of_iso: str, concurrencies: list[int], r
         c1, _ = server_cpu_s(server.proc.pid)
         part["server"]["idle_cpu_ms_per_s"] = (c1 - c0) / 2.0 * 1e3
 
-        _say(f"load phases (closed loop, {args.warmup:g} s warm-up + {args.duration:g} s each; every latency recorded):")
+        say(f"load phases (closed loop, {args.warmup:g} s warm-up + {args.duration:g} s each; every latency recorded):")
         phases = {}
         ev_requests = [http_request("/score_events", b, key, port) for b, _ in payloads]
         for c in concurrencies:
@@ -1114,9 +1060,9 @@ def summarize(report: dict, args, out_path: Path, load_start, started: float) ->
                              for n, st in report["phases"].items() if n.startswith("score_events_c"))
             maxes = ", ".join(f"{n} {st['max_ms']:.0f}" for n, st in report["phases"].items())
             print(f"aim  /score_events server CPU per request <= {AIM_CPU_MS} ms (c=8): {a['server_cpu_ms_per_request']:.2f} ms "
-                  f"{_verdict(aims['score_events_server_cpu_ms']['pass'])}  (all: {cpus} ms)")
-            print(f"aim  /score_events p99 <= {AIM_P99_MS:g} ms at c=8: {a['p99_ms']:.2f} ms {_verdict(aims['score_events_p99_ms_c8']['pass'])}")
-            print(f"aim  /score_events max < {AIM_MAX_MS:g} ms at c=8: {a['max_ms']:.1f} ms {_verdict(aims['score_events_max_ms_c8']['pass'])}"
+                  f"{verdict(aims['score_events_server_cpu_ms']['pass'])}  (all: {cpus} ms)")
+            print(f"aim  /score_events p99 <= {AIM_P99_MS:g} ms at c=8: {a['p99_ms']:.2f} ms {verdict(aims['score_events_p99_ms_c8']['pass'])}")
+            print(f"aim  /score_events max < {AIM_MAX_MS:g} ms at c=8: {a['max_ms']:.1f} ms {verdict(aims['score_events_max_ms_c8']['pass'])}"
                   f"  (max per phase, ms: {maxes})")
             r, rj = refs["score_events"], refs["score_events+json"]
             print(f"     server CPU {a['server_cpu_ms_per_request']:.2f} ms/req = in-process scoring {r['mean_ms']:.2f} (mean) "
@@ -1132,7 +1078,7 @@ def summarize(report: dict, args, out_path: Path, load_start, started: float) ->
                       f"{a['server_cpu_ms_per_request']:.2f} ms/req")
         srv = report.get("server", {})
         print(f"server: ready {srv.get('ready_s', float('nan')):.1f} s after launch; idle CPU {srv.get('idle_cpu_ms_per_s', float('nan')):.1f} ms/s; "
-              f"RSS after load {', '.join(_gib(v) for v in srv.get('rss_bytes_after', {}).values())}")
+              f"RSS after load {', '.join(gib(v) for v in srv.get('rss_bytes_after', {}).values())}")
     b = report.get("batch")
     if b:
         n = b["customers"]
@@ -1160,14 +1106,14 @@ def summarize(report: dict, args, out_path: Path, load_start, started: float) ->
                   f"max sum error {ag['max_sum_error']:.1e}")
             print(f"  on the {ag['material_rows']:,} rows that get a reason (top credit >= {ag['min_credit']:g} log-odds): "
                   f"top-1 match {ag['material_top1_match']:.1%}, top-1 in TreeSHAP top-3 {ag['material_top1_in_shap_topk']:.1%}")
-        print(f"peak RSS: scoring step {_gib(b['peak_rss_step'])} (VmHWM from just before it; arrays {_gib(b['rss_before_scoring'])} "
-              f"already resident), process ru_maxrss {_gib(b['ru_maxrss_after_scoring'])} after scoring, {_gib(b['ru_maxrss_end'])} "
+        print(f"peak RSS: scoring step {gib(b['peak_rss_step'])} (VmHWM from just before it; arrays {gib(b['rss_before_scoring'])} "
+              f"already resident), process ru_maxrss {gib(b['ru_maxrss_after_scoring'])} after scoring, {gib(b['ru_maxrss_end'])} "
               f"after the references; data setup {b['setup_s']:.1f} s (not timed)")
         judged = n == BATCH_AIM_CUSTOMERS
         ok = b["total_s"] < AIM_BATCH_S
         aims["batch_1m_s"] = {"aim": AIM_BATCH_S, "value": b["total_s"], "judged": judged, "pass": ok if judged else None}
         print(f"aim  {n:,} customers with reasons < {AIM_BATCH_S:.0f} s: {b['total_s']:.1f} s "
-              + (_verdict(ok) if judged else f"(not judged: the aim is for {BATCH_AIM_CUSTOMERS:,})"))
+              + (verdict(ok) if judged else f"(not judged: the aim is for {BATCH_AIM_CUSTOMERS:,})"))
         if "profile_one_chunk" in b:
             p = b["profile_one_chunk"]
             print(f"  cProfile of one batch chunk ({p['customers']:,} customers), top by own time:")

@@ -59,7 +59,6 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -76,9 +75,9 @@ if str(ROOT) not in sys.path:
 
 import pandas as pd  # noqa: E402
 
+from common import gib, machine_cpu_s, peak_since_reset, process_peak, reset_peak, rss_now, ru_maxrss, say  # noqa: E402  (bench/)
 from features.funnel import FunnelConfig, load_config  # noqa: E402
 
-GIB = 1024**3
 TARGET = "convert"
 FULL_ROWS = 1_000_000
 QUICK_ROWS = 100_000
@@ -92,65 +91,6 @@ OPENMP_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_DYNAM
 
 # ---- measuring a step ---------------------------------------------------------------------------
 
-def _rss_now() -> int:
-    """Current resident set size in bytes (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0
-
-
-def _ru_maxrss() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
-
-
-_PEAK_BEFORE_RESETS = [0]
-
-
-def _reset_peak() -> bool:
-    """Reset Linux's peak-RSS counter (VmHWM) of this process; False where that is not possible.
-
-    The reset clears what ``ru_maxrss`` reads as well, so the peak so far is kept first for
-    :func:`_process_peak`."""
-    _PEAK_BEFORE_RESETS[0] = max(_PEAK_BEFORE_RESETS[0], _ru_maxrss())
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _process_peak() -> int:
-    """Peak RSS of this process over its whole life, across the per-step resets."""
-    return max(_PEAK_BEFORE_RESETS[0], _ru_maxrss())
-
-
-def _peak_since_reset() -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _machine_cpu_s() -> tuple[float, float] | None:
-    """(busy, steal) CPU-seconds of the whole machine since boot, all CPUs; None off Linux."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = v
-    tick = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + irq + softirq) / tick, steal / tick
-
-
 class Step:
     """Times one step: wall, process CPU (all threads), peak RSS during it, load average around it,
     and the CPU the rest of the machine used meanwhile."""
@@ -160,10 +100,10 @@ class Step:
         self.result: dict[str, Any] = {}
 
     def __enter__(self) -> Step:
-        self.rss_before = _rss_now()
-        self.hwm = _reset_peak()
+        self.rss_before = rss_now()
+        self.hwm = reset_peak()
         self.load_before = os.getloadavg()
-        self.machine = _machine_cpu_s()
+        self.machine = machine_cpu_s()
         self.cpu0 = time.process_time()
         self.t0 = time.perf_counter()
         return self
@@ -171,8 +111,8 @@ class Step:
     def __exit__(self, *exc) -> None:
         wall = time.perf_counter() - self.t0
         cpu = time.process_time() - self.cpu0
-        machine = _machine_cpu_s()
-        peak = _peak_since_reset() if self.hwm else None
+        machine = machine_cpu_s()
+        peak = peak_since_reset() if self.hwm else None
         r: dict[str, Any] = {
             "wall_s": wall, "cpu_s": cpu, "cpu_per_wall": cpu / wall if wall > 0 else None,
             "rss_before_bytes": self.rss_before, "peak_rss_bytes": peak,
@@ -186,10 +126,6 @@ class Step:
             r["steal_cpu_s"] = machine[1] - self.machine[1]
             r["cpu_capacity_s"] = (os.cpu_count() or 1) * wall
         self.result = r
-
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)
 
 
 # ---- data: simulated journeys -> training rows ------------------------------------------------------
@@ -256,7 +192,7 @@ def generate_main(data_dir: str, n_rows: int, n_features: int, seed: int, chunk_
         customers += n
         chunks.append({"seed": chunk_seed, "customers": n, "events": len(sim.events), "rows_all_targets": len(table),
                        "rows_convert": len(part), "simulate_s": t1 - t0, "build_training_set_s": t2 - t1})
-        _say(f"  chunk {len(chunks)}: seed {chunk_seed}, {n:,} customers, {len(sim.events):,} events -> "
+        say(f"  chunk {len(chunks)}: seed {chunk_seed}, {n:,} customers, {len(sim.events):,} events -> "
              f"{len(part):,} labelled convert rows (simulate {t1 - t0:.1f} s, build_training_set {t2 - t1:.1f} s); "
              f"{total:,} of {n_rows:,}")
         del sim, table, part
@@ -288,7 +224,7 @@ def generate_main(data_dir: str, n_rows: int, n_features: int, seed: int, chunk_
         "train_cutoffs": [c.isoformat() for c in train_cuts], "valid_cutoffs": [c.isoformat() for c in valid_cuts],
         "gap_cutoffs_dropped": [c.isoformat() for c in gap],
         "simulate_s": sim_s, "build_training_set_s": build_s, "total_s": time.perf_counter() - t_all,
-        "peak_rss_bytes": _ru_maxrss(),
+        "peak_rss_bytes": ru_maxrss(),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -342,7 +278,7 @@ def train_main(data_dir: str, threads: int, repeat: int) -> None:
 
     from training.model import DEFAULT_PARAMS, LABEL_COLUMNS, Calibrator, fit_target_model, to_matrix
 
-    start_ru_maxrss = _ru_maxrss()
+    start_ru_maxrss = ru_maxrss()
     config = load_config(None)
     settings = config.training
     label = LABEL_COLUMNS[TARGET]
@@ -361,7 +297,7 @@ def train_main(data_dir: str, threads: int, repeat: int) -> None:
     model = X_train = X_valid = None
     diff = None
 
-    _say(f"funnelcast fit_target_model: {len(train):,} training + {len(valid):,} validation rows x {len(features)} features "
+    say(f"funnelcast fit_target_model: {len(train):,} training + {len(valid):,} validation rows x {len(features)} features "
          f"(params {settings.lightgbm} over DEFAULT_PARAMS, early stopping {settings.early_stopping_rounds} rounds, "
          f"{settings.calibration} calibration, threads={threads}) and the lightgbm.train reference, "
          f"{repeat} time(s) each, interleaved ...")
@@ -372,7 +308,7 @@ def train_main(data_dir: str, threads: int, repeat: int) -> None:
                 calibration=settings.calibration, early_stopping_rounds=settings.early_stopping_rounds, threads=threads,
             )
         fits.append({**s.result, "best_iteration": fitted.best_iteration_, "trees_built": rounds["rounds"]})
-        _say(f"  funnelcast fit {r + 1}: {s.result['wall_s']:.1f} s wall, {s.result['cpu_s']:.1f} s CPU; best iteration "
+        say(f"  funnelcast fit {r + 1}: {s.result['wall_s']:.1f} s wall, {s.result['cpu_s']:.1f} s CPU; best iteration "
              f"{fitted.best_iteration_}, {rounds['rounds']} rounds built; load {os.getloadavg()[0]:.2f}")
         if model is None:
             model = fitted
@@ -389,10 +325,10 @@ def train_main(data_dir: str, threads: int, repeat: int) -> None:
                 raw_valid = booster.predict(X_valid, raw_score=True, num_iteration=best, num_threads=threads)
                 Calibrator(settings.calibration).fit(raw_valid, y_valid)
             steps["calibration"] = s.result
-            _say(f"  parts of the fit, timed alone: to_matrix {steps['to_matrix_train_and_valid']['wall_s']:.1f} s, "
+            say(f"  parts of the fit, timed alone: to_matrix {steps['to_matrix_train_and_valid']['wall_s']:.1f} s, "
                  f"predict validation + {settings.calibration} fit {steps['calibration']['wall_s']:.1f} s")
         elif (fitted.best_iteration_, rounds["rounds"]) != (best, built):
-            _say(f"  warning: fit {r + 1} stopped differently ({fitted.best_iteration_}/{rounds['rounds']} against {best}/{built})")
+            say(f"  warning: fit {r + 1} stopped differently ({fitted.best_iteration_}/{rounds['rounds']} against {best}/{built})")
         del fitted
         with Step("reference") as s:
             ds = lgb.Dataset(X_train, label=y_train, feature_name=features, categorical_feature=categorical or "auto")
@@ -401,11 +337,11 @@ def train_main(data_dir: str, threads: int, repeat: int) -> None:
         if diff is None:
             diff = float(np.max(np.abs(reference.predict(X_valid, raw_score=True, num_iteration=best)
                                        - booster.predict(X_valid, raw_score=True, num_iteration=best))))
-        _say(f"  reference lightgbm.train {r + 1}: {built} rounds, {s.result['wall_s']:.1f} s wall, {s.result['cpu_s']:.1f} s CPU; "
+        say(f"  reference lightgbm.train {r + 1}: {built} rounds, {s.result['wall_s']:.1f} s wall, {s.result['cpu_s']:.1f} s CPU; "
              f"load {os.getloadavg()[0]:.2f}")
         del ds, reference
     same_trees = diff <= 1e-9
-    _say(f"  reference trees equal funnelcast's (raw scores at iteration {best} on the validation rows): {same_trees} "
+    say(f"  reference trees equal funnelcast's (raw scores at iteration {best} on the validation rows): {same_trees} "
          f"(max abs diff {diff:.2e})")
     steps["funnelcast_fit"] = min(fits, key=lambda x: x["wall_s"])
     steps["reference_lightgbm_train"] = min(refs, key=lambda x: x["wall_s"])
@@ -416,7 +352,7 @@ def train_main(data_dir: str, threads: int, repeat: int) -> None:
     del X_train, X_valid
     frame_all = pd.concat([train, valid], ignore_index=True)
     del train, valid
-    _say(f"batch prediction on all {n_rows:,} rows ...")
+    say(f"batch prediction on all {n_rows:,} rows ...")
     with Step("predict_frame") as s:
         p_frame = model.predict_proba(frame_all, num_threads=threads)
     steps["predict_proba_frame"] = s.result
@@ -427,7 +363,7 @@ def train_main(data_dir: str, threads: int, repeat: int) -> None:
         raw_all = booster.predict(X_all, raw_score=True, num_iteration=best, num_threads=threads)
     steps["booster_predict_raw"] = s.result
     same_predictions = bool(np.array_equal(p_frame, p_matrix) and np.array_equal(p_matrix, model.calibrator_.predict(raw_all)))
-    _say("  " + ", ".join(f"{k} {steps[k]['wall_s']:.1f} s" for k in ("predict_proba_frame", "predict_proba_matrix",
+    say("  " + ", ".join(f"{k} {steps[k]['wall_s']:.1f} s" for k in ("predict_proba_frame", "predict_proba_matrix",
                                                                        "booster_predict_raw"))
          + f"; frame, matrix and raw + calibrator agree: {same_predictions}")
 
@@ -441,7 +377,7 @@ def train_main(data_dir: str, threads: int, repeat: int) -> None:
         "reference_same_raw_scores": same_trees, "reference_max_abs_raw_diff": diff,
         "predictions_agree": same_predictions, "valid_roc_auc": auc,
         "fits": fits, "references": refs,
-        "steps": steps, "ru_maxrss_at_start_bytes": start_ru_maxrss, "peak_rss_bytes": _process_peak(),
+        "steps": steps, "ru_maxrss_at_start_bytes": start_ru_maxrss, "peak_rss_bytes": process_peak(),
         "lightgbm": lgb.__version__,
     }
     (Path(data_dir) / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -454,10 +390,6 @@ def _run_child(args: list[str]) -> None:
 
 
 # ---- report ------------------------------------------------------------------------------------------
-
-def _gib(x: int | None) -> str:
-    return "-" if x is None else f"{x / GIB:.2f} GiB"
-
 
 def _rate(rows: int, seconds: float) -> str:
     return f"{rows / seconds / 1e3:,.0f}k rows/s"
@@ -501,22 +433,22 @@ def main() -> None:
           f"{load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f} at start (other processes skew timings)", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="funnelcast-bench-training-") as tmp:
-        _say("data (not timed as part of training): simulate(truth=False) + build_training_set, in a fresh process ...")
+        say("data (not timed as part of training): simulate(truth=False) + build_training_set, in a fresh process ...")
         _run_child(["--_generate", tmp, "--rows", str(args.rows), "--features", str(args.features),
                     "--seed", str(args.seed), "--chunk-customers", str(args.chunk_customers)])
         meta = json.loads((Path(tmp) / "meta.json").read_text())
         cats = [c for c, w in meta["why"].items() if w == "categorical"]
-        _say(f"  {meta['customers']:,} customers in {len(meta['chunks'])} seed(s) -> {meta['rows_available']:,} labelled rows "
+        say(f"  {meta['customers']:,} customers in {len(meta['chunks'])} seed(s) -> {meta['rows_available']:,} labelled rows "
              f"({meta['rows_per_customer']:.2f} per customer), subsampled to {meta['rows']:,}; "
              f"simulate {meta['simulate_s']:.1f} s + build_training_set {meta['build_training_set_s']:.1f} s "
              f"({meta['total_s']:.1f} s in all); {meta['positive_share']:.1%} positive")
-        _say(f"  {len(meta['features'])} of {meta['feature_columns_available']} feature columns: categorical {cats}, "
+        say(f"  {len(meta['features'])} of {meta['feature_columns_available']} feature columns: categorical {cats}, "
              f"always {[c for c, w in meta['why'].items() if w == 'always']}, the rest by variance")
-        _say(f"  train {meta['train_rows']:,} rows on {len(meta['train_cutoffs'])} cutoffs "
+        say(f"  train {meta['train_rows']:,} rows on {len(meta['train_cutoffs'])} cutoffs "
              f"({meta['train_cutoffs'][0][:10]}..{meta['train_cutoffs'][-1][:10]}), validation {meta['valid_rows']:,} rows on "
              f"{', '.join(c[:10] for c in meta['valid_cutoffs'])}"
              + (f"; {len(meta['gap_cutoffs_dropped'])} cutoff(s) left out by the horizon gap" if meta["gap_cutoffs_dropped"] else ""))
-        _say("timed steps, in a fresh process ...")
+        say("timed steps, in a fresh process ...")
         _run_child(["--_train", tmp, "--threads", str(args.threads), "--repeat", str(max(1, args.repeat))])
         res = json.loads((Path(tmp) / "result.json").read_text())
 
@@ -541,7 +473,7 @@ def main() -> None:
     print(f"{'step':<{w0}}  {'wall s':>7}  {'CPU s':>7}  {'CPU/wall':>8}  {'peak RSS':>9}  {'others CPU s':>12}  {'load 1m':>7}  rate")
     for name, r, rate in table:
         others = r.get("other_processes_cpu_s")
-        print(f"{name:<{w0}}  {r['wall_s']:7.1f}  {r['cpu_s']:7.1f}  {r['cpu_per_wall']:8.2f}  {_gib(r['peak_rss_bytes']):>9}  "
+        print(f"{name:<{w0}}  {r['wall_s']:7.1f}  {r['cpu_s']:7.1f}  {r['cpu_per_wall']:8.2f}  {gib(r['peak_rss_bytes']):>9}  "
               f"{'-' if others is None else f'{others:.1f}':>12}  {r['load_average_after'][0]:7.2f}  {rate}")
     if res["repeat"] > 1:
         fit_times = ", ".join(f"{x['wall_s']:.1f}" for x in res["fits"])
@@ -554,8 +486,8 @@ def main() -> None:
     print(f"trees: best_iteration_ {res['best_iteration']}, built {res['trees_built']} (early stopping "
           f"{config.training.early_stopping_rounds} rounds, n_estimators cap {res['params_merged']['n_estimators']}); "
           f"validation ROC-AUC {res['valid_roc_auc']:.3f} (on the rows that also stopped and calibrated it)")
-    print(f"peak RSS of the whole training process {_gib(res['peak_rss_bytes'])} (ru_maxrss {_gib(res['ru_maxrss_at_start_bytes'])} "
-          f"at its start); data generation process {_gib(meta['peak_rss_bytes'])}")
+    print(f"peak RSS of the whole training process {gib(res['peak_rss_bytes'])} (ru_maxrss {gib(res['ru_maxrss_at_start_bytes'])} "
+          f"at its start); data generation process {gib(meta['peak_rss_bytes'])}")
 
     label = f"training {f'{n / 1e6:g}M' if n % 1_000_000 == 0 else f'{n:,}'} rows x {res['features']} features"
     judged = n == AIM_ROWS

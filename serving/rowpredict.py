@@ -30,6 +30,7 @@ class RowPredictor:
 
     def __init__(self, booster: lgb.Booster, num_iteration: int) -> None:
         self._booster = booster  # the fast configurations point into it: keep it alive as long as they are
+        self._num_iteration = num_iteration
         self.n_features = booster.num_feature()
         self.n_trees = booster.num_trees() if num_iteration <= 0 else min(num_iteration, booster.num_trees())
         self._handles = {}
@@ -63,6 +64,10 @@ class RowPredictor:
     def leaves(self, row: np.ndarray) -> np.ndarray:
         """The leaf index of one row in every tree (``Booster.predict(row[None], pred_leaf=True)[0]``)."""
         return self._predict(_LEAF_INDEX, row, self.n_trees).astype(np.int64)
+
+    def __reduce__(self) -> tuple:
+        """Pickled as its booster (the C handles are rebuilt on load): a Scorer can travel to workers."""
+        return (RowPredictor, (self._booster, self._num_iteration))
 
     def __del__(self) -> None:
         for handle in getattr(self, "_handles", {}).values():

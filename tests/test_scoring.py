@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import pickle
 import subprocess
 import sys
 
@@ -163,6 +164,8 @@ def test_single_row_fast_path_is_booster_predict_bit_for_bit(scorer, source):
         assert np.array_equal(np.array([fast.leaves(x) for x in X]), leaves)
         with pytest.raises(ValueError, match=f"a row of {X.shape[1]} features"):
             fast.raw_score(X[0, :-1])
+        copy = pickle.loads(pickle.dumps(fast))  # e.g. a Scorer shipped to a Dask worker
+        assert copy.raw_score(X[5]) == fast.raw_score(X[5]) and np.array_equal(copy.leaves(X[5]), fast.leaves(X[5]))
 
 
 def test_top_features_are_positive_credits_largest_first():
