@@ -30,6 +30,7 @@ import os
 from typing import Annotated, Any
 
 import bentoml
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 from starlette.responses import Response
@@ -86,8 +87,15 @@ class ModelInfoRequest(BaseModel):
 
 def _json(body: Any, status: int = 200) -> Response:
     """A JSON response, encoded by pydantic-core (Rust) and handed to BentoML as a finished Response:
-    BentoML's own output path rebuilds the output model's JSON schema on every response (~0.3 ms)."""
-    return Response(to_json(body), status_code=status, media_type="application/json")
+    BentoML's own output path rebuilds the output model's JSON schema on every response (~0.3 ms).
+    Strict JSON: a NaN or infinity would be null, a numpy scalar its Python value."""
+    return Response(to_json(body, inf_nan_mode="null", fallback=_plain), status_code=status, media_type="application/json")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
 def _bad_request(message: str) -> Response:

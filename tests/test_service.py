@@ -628,3 +628,16 @@ def test_huge_amounts_do_not_turn_customer_value_into_null(api):
     out = resp.json()
     assert out["status"] == "customer" and out["churn_probability"] is not None
     assert out["customer_value"] is not None and math.isfinite(out["customer_value"])
+
+
+def test_answers_are_strict_json():
+    """The service encodes answers itself (pydantic-core): numpy scalars become numbers, NaN null."""
+    import numpy as np
+
+    from serving.service import _json
+
+    body = _json({"n": np.int64(2), "x": float("nan"), "y": np.float32(0.5), "z": [np.bool_(True)]}).body
+    assert b"NaN" not in body
+    assert json.loads(body) == {"n": 2, "x": None, "y": 0.5, "z": [True]}
+    with pytest.raises(Exception, match="cannot encode"):
+        _json({"when": object()})
