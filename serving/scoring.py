@@ -432,21 +432,11 @@ class Scorer:
             ts = [_timestamp_ns(e["timestamp"], tz, "") for e in events]
         except ScoringError:  # again, one by one, for a message that names the event
             ts = [_timestamp_ns(e["timestamp"], tz, f"events[{i}].timestamp") for i, e in enumerate(events)]
-        types = [e["event_type"] for e in events]
-        code = [self._type_code.get(v, -1) for v in types]
-        if -1 in code:
-            other = self._type_code.get(OTHER)
-            code = [c if c >= 0 else _vocabulary_code(
-                types[i], self._type_code, other, counts, f"events[{i}].event_type", "unknown_event_types",
-                "event_types_mapped_to_other", cfg.event_types, "types") for i, c in enumerate(code)]
-        no_channel = len(cfg.channel_names)
-        channels = [e.get("channel") for e in events]
-        ch = [no_channel if v is None else self._channel_code.get(v, -1) for v in channels]
-        if -1 in ch:
-            other = self._channel_code.get(OTHER)
-            ch = [c if c >= 0 else _vocabulary_code(
-                channels[i], self._channel_code, other, counts, f"events[{i}].channel", "unknown_channels",
-                "channels_mapped_to_other", cfg.channel_names, "channels") for i, c in enumerate(ch)]
+        code = _vocabulary_codes([e["event_type"] for e in events], self._type_code, counts, "event_type",
+                                 "unknown_event_types", "event_types_mapped_to_other", cfg.event_types, "types")
+        ch = _vocabulary_codes([e.get("channel") for e in events], self._channel_code, counts, "channel",
+                               "unknown_channels", "channels_mapped_to_other", cfg.channel_names, "channels",
+                               missing=len(cfg.channel_names))
         amounts = [e.get("amount") for e in events]
         props = [e.get("properties") for e in events]
         props = [json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v for v in props]
@@ -499,17 +489,24 @@ def iso_utc(ns: int) -> str:
     return pd.Timestamp(ns, tz="UTC").isoformat()
 
 
-def _vocabulary_code(value: str, codes: dict[str, int], other: int | None, counts: dict[str, int], where: str,
-                     policy: str, counter: str, known: Iterable[str], noun: str) -> int:
-    """The code of an event type or channel; an unknown one is ``other`` (counted) or, when the config's
-    ``policy`` is ``error`` (no ``other`` code), a :class:`ScoringError` naming it and the known values."""
-    code = codes.get(value)
-    if code is not None:
-        return code
-    if other is None:
-        raise ScoringError(f"{where} {value!r} is not in the funnel config ({policy}: error); known {noun}: {', '.join(known)}")
-    counts[counter] += 1
-    return other
+def _vocabulary_codes(values: list[Any], codes: dict[str, int], counts: dict[str, int], field_name: str, policy: str,
+                      counter: str, known: Iterable[str], noun: str, missing: int | None = None) -> list[int]:
+    """The codes of a request's event types or channels (``missing`` for a None, where one is allowed).
+    An unknown value is the config's ``other`` code (counted under ``counter``) or, when its ``policy``
+    is ``error`` (no ``other`` code), a :class:`ScoringError` naming the event and the known values."""
+    out = [missing if v is None and missing is not None else codes.get(v, -1) for v in values]
+    if -1 not in out:
+        return out
+    other = codes.get(OTHER)
+    for i, c in enumerate(out):
+        if c >= 0:
+            continue
+        if other is None:
+            raise ScoringError(f"events[{i}].{field_name} {values[i]!r} is not in the funnel config ({policy}: error); "
+                               f"known {noun}: {', '.join(known)}")
+        counts[counter] += 1
+        out[i] = other
+    return out
 
 
 def trailing_spend(a: EventArrays, t: int, spec: FeatureSpec, days: int) -> np.ndarray:
