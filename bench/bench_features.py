@@ -54,9 +54,9 @@ if str(ROOT) not in sys.path:
 
 import pandas as pd  # noqa: E402
 
-from features.behaviour import DAY_NS, EventArrays, compute_features, feature_spec  # noqa: E402
+from funnelcast.features.behaviour import DAY_NS, EventArrays, compute_features, feature_spec  # noqa: E402
 from common import GIB, rss_now, ru_maxrss  # noqa: E402  (bench/)
-from features.funnel import FunnelConfig, load_config  # noqa: E402
+from funnelcast.features.funnel import FunnelConfig, load_config  # noqa: E402
 
 DATA_END = pd.Timestamp("2026-11-01", tz="UTC").value  # events span the two years before this
 DATA_START = DATA_END - 730 * DAY_NS
@@ -753,7 +753,7 @@ def time_calls(fn, n: int, warmup: int = 200) -> np.ndarray:
 
 
 def single_customer(config: FunnelConfig, calls: int) -> dict:
-    from features.events import validate_events
+    from funnelcast.features.events import validate_events
 
     spec = feature_spec(config)
     one = generate(50, 1, config, seed=50, alive_share=1.0)

@@ -249,7 +249,7 @@ def client_main(spec_path: str) -> None:
 def cache_key(customers: int, seed: int) -> str:
     import lightgbm
 
-    from features.funnel import load_config
+    from funnelcast.features.funnel import load_config
 
     return f"{CACHE_VERSION}-c{customers}-s{seed}-lgb{lightgbm.__version__}-{load_config().data_hash()[:12]}"
 
@@ -264,10 +264,10 @@ def prepare(cache_dir: Path, customers: int, seed: int, train_threads: int) -> d
         return meta
     import shutil
 
-    from features.funnel import FunnelConfig, load_config
-    from features.simulate import simulate
-    from features.snapshots import build_training_set
-    from training.train import train
+    from funnelcast.features.funnel import FunnelConfig, load_config
+    from funnelcast.features.simulate import simulate
+    from funnelcast.features.snapshots import build_training_set
+    from funnelcast.training.train import train
 
     if cache_dir.exists():
         shutil.rmtree(cache_dir)
@@ -426,9 +426,9 @@ class Reference:
     """In-process scoring of the requests the server gets: the service's own sequence, no HTTP."""
 
     def __init__(self, cache_dir: Path, as_of_iso: str) -> None:
-        from features.behaviour import EventArrays
-        from features.events import read_customers, read_events
-        from serving.scoring import CustomerBase, Scorer
+        from funnelcast.features.behaviour import EventArrays
+        from funnelcast.features.events import read_customers, read_events
+        from funnelcast.serving.scoring import CustomerBase, Scorer
 
         # Exactly what Funnelcast.__init__ does (serving/service.py).
         self.scorer = Scorer.from_registry(None, home=cache_dir / "mlruns")
@@ -538,7 +538,7 @@ def tile_arrays(a, copies: int):
     """``copies`` copies of ``a`` one after another, customer k of copy j named ``<id>-<j>``."""
     import numpy as np
 
-    from features.behaviour import EventArrays
+    from funnelcast.features.behaviour import EventArrays
 
     c, n = a.n_customers, len(a.ts)
     ids = np.empty(c * copies, dtype=object)
@@ -558,7 +558,7 @@ def concat_arrays(parts: list):
     """Several customers' ``EventArrays`` as one (customer codes renumbered in order)."""
     import numpy as np
 
-    from features.behaviour import EventArrays
+    from funnelcast.features.behaviour import EventArrays
 
     sizes = np.array([len(p.ts) for p in parts])
     event_off = np.concatenate([[0], np.cumsum(sizes)])
@@ -577,10 +577,10 @@ def batch_main(cache_dir: str, as_of_iso: str, copies: int, threads: int, out: s
     import numpy as np
     import pandas as pd
 
-    from features.behaviour import EventArrays, compute_features
-    from features.events import read_customers, read_events
-    from serving.attribution import agreement
-    from serving.scoring import BATCH_CHUNK, Scorer, score_population
+    from funnelcast.features.behaviour import EventArrays, compute_features
+    from funnelcast.features.events import read_customers, read_events
+    from funnelcast.serving.attribution import agreement
+    from funnelcast.serving.scoring import BATCH_CHUNK, Scorer, score_population
 
     res: dict[str, Any] = {"copies": copies, "threads": threads, "batch_chunk": BATCH_CHUNK}
     cache = Path(cache_dir)
@@ -853,7 +853,7 @@ def http_part(args, cache_dir: Path, as_of_iso: str, concurrencies: list[int], r
 
     from pydantic_core import to_json
 
-    from serving.service import EventIn, ScoreEventsRequest  # the service's own request models (import BentoML)
+    from funnelcast.serving.service import EventIn, ScoreEventsRequest  # the service's own request models (import BentoML)
     from pydantic import TypeAdapter
 
     key = secrets.token_urlsafe(24)
@@ -954,7 +954,7 @@ def http_part(args, cache_dir: Path, as_of_iso: str, concurrencies: list[int], r
         }, calls, cap)
         # Adaptive batching, evaluated in-process: 8 of these requests (the c=8 phase's concurrency) scored
         # in one score_arrays call, as a batching dispatcher would. It needs one as-of for all 8.
-        from serving.scoring import Attributes
+        from funnelcast.serving.scoring import Attributes
 
         def score_batched(group: list[tuple]) -> list[dict]:
             t = sc.as_of_ns(group[0][3])

@@ -76,7 +76,7 @@ if str(ROOT) not in sys.path:
 import pandas as pd  # noqa: E402
 
 from common import gib, machine_cpu_s, peak_since_reset, process_peak, reset_peak, rss_now, ru_maxrss, say  # noqa: E402  (bench/)
-from features.funnel import FunnelConfig, load_config  # noqa: E402
+from funnelcast.features.funnel import FunnelConfig, load_config  # noqa: E402
 
 TARGET = "convert"
 FULL_ROWS = 1_000_000
@@ -133,7 +133,7 @@ class Step:
 def select_features(rows: pd.DataFrame, n_features: int) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
     """Categorical attributes and ``current_stage`` first, then numeric features by decreasing
     variance; returned in training-set column order, with the vocabularies and why each was kept."""
-    from training.model import categorical_vocabularies, feature_columns
+    from funnelcast.training.model import categorical_vocabularies, feature_columns
 
     every = feature_columns(rows)
     vocab_all = categorical_vocabularies(rows, every)
@@ -162,9 +162,9 @@ def split_by_cutoff(cutoffs, horizon_days: int, validation_cutoffs: int) -> tupl
 def generate_main(data_dir: str, n_rows: int, n_features: int, seed: int, chunk_customers: int) -> None:
     """Simulate, build the training rows, keep ``n_rows`` and ``n_features``, split, and write them
     (pickles + ``meta.json``) to ``data_dir`` for the training process."""
-    from features.simulate import simulate
-    from features.snapshots import build_training_set
-    from training.model import LABEL_COLUMNS
+    from funnelcast.features.simulate import simulate
+    from funnelcast.features.snapshots import build_training_set
+    from funnelcast.training.model import LABEL_COLUMNS
 
     config = load_config(None)
     label = LABEL_COLUMNS[TARGET]
@@ -276,7 +276,7 @@ def train_main(data_dir: str, threads: int, repeat: int) -> None:
     import lightgbm as lgb
     from sklearn.metrics import roc_auc_score
 
-    from training.model import DEFAULT_PARAMS, LABEL_COLUMNS, Calibrator, fit_target_model, to_matrix
+    from funnelcast.training.model import DEFAULT_PARAMS, LABEL_COLUMNS, Calibrator, fit_target_model, to_matrix
 
     start_ru_maxrss = ru_maxrss()
     config = load_config(None)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.funnel import FunnelConfig
+from funnelcast.features.funnel import FunnelConfig
 
 DAY_NS = 86_400 * 10**9
 _NEVER_LATE = np.iinfo(np.int64).min

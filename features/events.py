@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.funnel import OTHER, FunnelConfig
+from funnelcast.features.funnel import OTHER, FunnelConfig
 
 REQUIRED_EVENT_COLUMNS = ("customer_id", "timestamp", "event_type")
 OPTIONAL_EVENT_COLUMNS = ("channel", "amount", "properties")

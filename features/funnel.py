@@ -290,7 +290,7 @@ def _no_repeats(values: list[str], what: str) -> None:
 
 
 def default_config_path() -> Path:
-    return Path(str(resources.files("features").joinpath("default_funnel.yaml")))
+    return Path(str(resources.files("funnelcast.features").joinpath("default_funnel.yaml")))
 
 
 def load_config(path: str | Path | None = None) -> FunnelConfig:

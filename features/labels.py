@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.behaviour import DAY_NS, EventArrays, FeatureSpec
+from funnelcast.features.behaviour import DAY_NS, EventArrays, FeatureSpec
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.events import ValidationSummary
-from features.funnel import FunnelConfig
-from features.snapshots import build_training_set
+from funnelcast.features.events import ValidationSummary
+from funnelcast.features.funnel import FunnelConfig
+from funnelcast.features.snapshots import build_training_set
 
 
 @dataclass

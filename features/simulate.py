@@ -32,9 +32,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features.behaviour import DAY_NS
-from features.funnel import FunnelConfig
-from features.snapshots import snapshot_cutoffs
+from funnelcast.features.behaviour import DAY_NS
+from funnelcast.features.funnel import FunnelConfig
+from funnelcast.features.snapshots import snapshot_cutoffs
 
 STAGES = ("awareness", "interest", "consideration", "purchase", "loyalty")
 COUNTRIES = (("US", 0.40), ("GB", 0.15), ("DE", 0.15), ("FR", 0.10), ("IN", 0.12), ("BR", 0.08))

@@ -8,9 +8,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from features.behaviour import DAY_NS, EventArrays, compute_features, cutoff_ns, feature_spec, attribute_features
-from features.funnel import FunnelConfig
-from features.labels import compute_labels
+from funnelcast.features.behaviour import DAY_NS, EventArrays, compute_features, cutoff_ns, feature_spec, attribute_features
+from funnelcast.features.funnel import FunnelConfig
+from funnelcast.features.labels import compute_labels
 
 
 def snapshot_cutoffs(data_start: Any, data_end: Any, config: FunnelConfig) -> list[pd.Timestamp]:

@@ -47,9 +47,9 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from features.events import EventDataError
-        from features.funnel import ConfigError
-        from training.errors import TrackingError
+        from funnelcast.features.events import EventDataError
+        from funnelcast.features.funnel import ConfigError
+        from funnelcast.training.errors import TrackingError
 
         try:
             return fn(*args, **kwargs)
@@ -62,7 +62,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _config(path: Path | None):
-    from features.funnel import load_config
+    from funnelcast.features.funnel import load_config
 
     return load_config(path)
 
@@ -82,7 +82,7 @@ def _progress() -> Progress:
 def _as_of(value: str | None):
     import pandas as pd
 
-    from features.events import to_utc
+    from funnelcast.features.events import to_utc
 
     if value is None:
         return pd.Timestamp.now(tz="UTC")
@@ -93,7 +93,7 @@ def _as_of(value: str | None):
 
 
 def _load(events: str, customers: str | None, cfg, as_of: str | None):
-    from features.events import read_customers, read_events
+    from funnelcast.features.events import read_customers, read_events
 
     ev, summary = read_events(events, cfg, as_of=_as_of(as_of))
     cust = None
@@ -133,7 +133,7 @@ def simulate_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Simulate customer journeys: writes events, customers and truth (true probabilities)."""
-    from features.simulate import simulate
+    from funnelcast.features.simulate import simulate
 
     if fmt not in ("parquet", "csv"):
         raise UserError(f"--format {fmt!r}: use parquet or csv")
@@ -161,7 +161,7 @@ def check_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Validate events and report whether the data can support each target."""
-    from features.readiness import assess
+    from funnelcast.features.readiness import assess
 
     cfg = _config(config)
     ev, cust, summary = _load(events, customers, cfg, as_of)
@@ -206,8 +206,8 @@ def features_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Build one behaviour vector per customer at a cutoff."""
-    from features.behaviour import build_features
-    from features.events import to_utc
+    from funnelcast.features.behaviour import build_features
+    from funnelcast.features.events import to_utc
 
     cfg = _config(config)
     try:
@@ -243,7 +243,7 @@ def training_set_cmd(
 
 
 def _training_set(ev, cust, cfg, data_end):
-    from features.snapshots import build_training_set
+    from funnelcast.features.snapshots import build_training_set
 
     with _progress() as bar:
         task = bar.add_task("building training set (cutoffs)", total=None)
@@ -284,7 +284,7 @@ MlflowDirOpt = Annotated[
 
 def _find_truth(events: str, truth: str | None):
     """The simulator's truth table: --truth, else truth.parquet (or .csv) beside a local events file or folder."""
-    from features.events import read_table
+    from funnelcast.features.events import read_table
 
     if truth is not None:
         if "://" not in truth and not Path(truth).exists():
@@ -298,7 +298,7 @@ def _find_truth(events: str, truth: str | None):
 
 
 def _train(table, cfg, *, truth, events, customers, tracking_uri, mlflow_dir, report_dir, force, tune):
-    from training.train import train
+    from funnelcast.training.train import train
 
     with _progress() as bar:
         task = bar.add_task("training", total=None)
@@ -387,9 +387,9 @@ def demo_cmd(
 ) -> None:
     """The main job on simulated data: simulate, validate, check readiness, build the training set,
     train and register conversion and churn models, and compare them with the oracle and baselines."""
-    from features.events import read_customers, read_events
-    from features.readiness import assess
-    from features.simulate import simulate
+    from funnelcast.features.events import read_customers, read_events
+    from funnelcast.features.readiness import assess
+    from funnelcast.features.simulate import simulate
 
     cfg = _config(config)
     t0 = time.perf_counter()
@@ -426,8 +426,8 @@ def demo_cmd(
 
 def _demo_scores(out_dir: Path, ev, cust, paths: dict, as_of, uri: str) -> None:
     """The demo's last steps: batch scores and the outreach list from the champions, and how to serve them."""
-    from serving.scoring import CustomerBase, Scorer, source_arrays
-    from serving.sinks import write_table
+    from funnelcast.serving.scoring import CustomerBase, Scorer, source_arrays
+    from funnelcast.serving.sinks import write_table
 
     scorer = Scorer.from_registry(tracking_uri=uri)
     arrays = source_arrays(ev, cust, scorer.config)
@@ -455,15 +455,15 @@ def _demo_scores(out_dir: Path, ev, cust, paths: dict, as_of, uri: str) -> None:
 # ---- scoring -------------------------------------------------------------------------------------
 
 def _scorer(config: Path | None, tracking_uri: str | None, mlflow_dir: Path | None):
-    from serving.scoring import Scorer
+    from funnelcast.serving.scoring import Scorer
 
     return Scorer.from_registry(_config(config) if config else None, tracking_uri=tracking_uri, home=mlflow_dir)
 
 
 def _scoring_input(events: str, customers: str | None, scorer, as_of: str | None):
     """(event arrays, customers, as-of ns): events at or after ``as_of`` stay in the source but out of view, counted."""
-    from features.events import read_customers, read_events
-    from serving.scoring import ScoringError, source_arrays
+    from funnelcast.features.events import read_customers, read_events
+    from funnelcast.serving.scoring import ScoringError, source_arrays
 
     cfg = scorer.config
     try:
@@ -482,7 +482,7 @@ def _scoring_input(events: str, customers: str | None, scorer, as_of: str | None
 def _customer_base(events: str, customers: str | None, as_of: str | None, config: Path | None,
                    tracking_uri: str | None, mlflow_dir: Path | None, *, reasons: bool):
     """Every customer of the source scored by the champions at ``as_of`` (reasons for every row, or on demand)."""
-    from serving.scoring import CustomerBase
+    from funnelcast.serving.scoring import CustomerBase
 
     scorer = _scorer(config, tracking_uri, mlflow_dir)
     arrays, cust, t = _scoring_input(events, customers, scorer, as_of)
@@ -493,13 +493,13 @@ def _customer_base(events: str, customers: str | None, as_of: str | None, config
 
 
 def _threads() -> int:
-    from training.model import training_threads
+    from funnelcast.training.model import training_threads
 
     return training_threads() or 0
 
 
 def _sink(frame, destination: str, what: str, state_dir: Path | None) -> None:
-    from serving.sinks import write_table
+    from funnelcast.serving.sinks import write_table
 
     headers = {}
     key = os.environ.get("FUNNELCAST_WEBHOOK_TOKEN", "").strip()
@@ -586,7 +586,7 @@ def serve_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Start the scoring service (BentoML): /score, /score_events, /outreach, /model_info."""
-    from training.tracking import resolve_uri
+    from funnelcast.training.tracking import resolve_uri
 
     if not os.environ.get("FUNNELCAST_API_KEY", "").strip() and not insecure:
         raise UserError("FUNNELCAST_API_KEY is not set: every request must carry 'Authorization: Bearer <key>'. "
@@ -602,7 +602,7 @@ def serve_cmd(
     env.setdefault("FUNNELCAST_THREADS", "1")
     out.print(f"serving on http://{host}:{port} (models from {uri}); API docs at http://{host}:{port}/docs.json", highlight=False)
     sys.stdout.flush()
-    args = [sys.executable, "-m", "bentoml", "serve", "serving.service:Funnelcast", "--host", host, "--port", str(port)]
+    args = [sys.executable, "-m", "bentoml", "serve", "funnelcast.serving.service:Funnelcast", "--host", host, "--port", str(port)]
     os.execve(sys.executable, args, env)
 
 

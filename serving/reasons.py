@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from features.behaviour import FeatureSpec
+from funnelcast.features.behaviour import FeatureSpec
 
 Phrase = Callable[[float], str]
 

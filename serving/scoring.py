@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from features.behaviour import (
+from funnelcast.features.behaviour import (
     DAY_NS,
     EventArrays,
     FeatureSpec,
@@ -41,12 +41,12 @@ from features.behaviour import (
     cutoff_ns,
     feature_spec,
 )
-from features.funnel import OTHER, FunnelConfig, load_config
-from features.labels import eligibility
-from serving.attribution import PathAttribution, top_features
-from serving.reasons import Phrasebook
-from serving.rowpredict import RowPredictor
-from training.model import TargetModel, to_matrix
+from funnelcast.features.funnel import OTHER, FunnelConfig, load_config
+from funnelcast.features.labels import eligibility
+from funnelcast.serving.attribution import PathAttribution, top_features
+from funnelcast.serving.reasons import Phrasebook
+from funnelcast.serving.rowpredict import RowPredictor
+from funnelcast.training.model import TargetModel, to_matrix
 
 TARGETS = ("convert", "churn")
 BATCH_CHUNK = 65_536  # customers per scoring chunk: bounds memory at ~150 MB whatever the population
@@ -264,7 +264,7 @@ class Scorer:
 
         Raises :class:`training.tracking.RegistryError` naming the store and the model when one is missing.
         """
-        from training import tracking
+        from funnelcast.training import tracking
 
         tracking.connect(tracking_uri, home)
         base = config or load_config()

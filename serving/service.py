@@ -1,7 +1,7 @@
 """The HTTP service CRM systems call: BentoML, and the only module that knows BentoML exists.
 
 Start it with ``funnelcast serve`` (which checks the registry and the API key first, then runs
-``bentoml serve serving.service:Funnelcast``). Settings come from the environment, because BentoML
+``bentoml serve funnelcast.serving.service:Funnelcast``). Settings come from the environment, because BentoML
 builds the service in its own worker process:
 
 ===============================  ==========================================================
@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 from starlette.responses import Response
 
-from serving.scoring import CustomerBase, Scorer, ScoringError, iso_utc, source_arrays
+from funnelcast.serving.scoring import CustomerBase, Scorer, ScoringError, iso_utc, source_arrays
 
 MAX_IDS = 1000
 MAX_EVENTS = 10_000
@@ -144,8 +144,8 @@ class Funnelcast:
     """Next-stage conversion and churn scores, with reasons, for CRM systems."""
 
     def __init__(self) -> None:
-        from features.events import read_customers, read_events
-        from features.funnel import load_config
+        from funnelcast.features.events import read_customers, read_events
+        from funnelcast.features.funnel import load_config
 
         if _setting("FUNNELCAST_API_KEY") is None and _setting("FUNNELCAST_INSECURE") != "1":
             raise RuntimeError("FUNNELCAST_API_KEY is not set; set it, or start with --insecure for local use only")
@@ -169,7 +169,7 @@ class Funnelcast:
         gc.freeze()
 
     def _model_info(self) -> dict[str, Any]:
-        from training import tracking
+        from funnelcast.training import tracking
 
         models = {}
         for target, version in self.scorer.versions.items():

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 import tenacity
 
-from features.events import EventDataError, SqlSource, _redact, parse_source
+from funnelcast.features.events import EventDataError, SqlSource, _redact, parse_source
 
 DEFAULT_STATE_DIR = Path(".funnelcast") / "webhook-state"
 FILE_KINDS = {".parquet": "Parquet", ".pq": "Parquet", ".csv": "CSV"}

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from features.funnel import FunnelConfig, load_config
+from funnelcast.features.funnel import FunnelConfig, load_config
 
 # Test processes share the cores (pytest -n auto): one LightGBM thread each, or OpenMP spinning
 # makes boosting tens of times slower.
@@ -63,7 +63,7 @@ def postgres_table(postgres_url: str):
 @pytest.fixture(scope="session")
 def small_sim(config):
     """A 4,000-customer simulation with truth: big enough for every target to train, small enough to be quick."""
-    from features.simulate import simulate
+    from funnelcast.features.simulate import simulate
 
     return simulate(4000, config, seed=11)
 
@@ -71,7 +71,7 @@ def small_sim(config):
 @pytest.fixture(scope="session")
 def small_table(small_sim, config):
     """The training set of :func:`small_sim`."""
-    from features.snapshots import build_training_set
+    from funnelcast.features.snapshots import build_training_set
 
     return build_training_set(small_sim.events, small_sim.customers, config, data_end=small_sim.end)
 
@@ -81,8 +81,8 @@ def served_models(small_sim, small_table, tmp_path_factory):
     """Champion models for :func:`small_sim` in an embedded MLflow store of their own (one fold, quick
     boosting: enough to serve and to explain, not to judge quality). Returns (home dir, sim dir,
     training result); the simulation is written to ``sim_dir`` as events.parquet/customers.parquet."""
-    from features.funnel import FunnelConfig
-    from training.train import train
+    from funnelcast.features.funnel import FunnelConfig
+    from funnelcast.training.train import train
 
     home = tmp_path_factory.mktemp("served-mlruns")
     raw = load_config().model_dump(mode="json")

@@ -30,8 +30,8 @@ from typing import Any
 
 import pandas as pd
 
-from features.behaviour import feature_spec
-from features.funnel import FunnelConfig
+from funnelcast.features.behaviour import feature_spec
+from funnelcast.features.funnel import FunnelConfig
 
 DAY = pd.Timedelta(days=1)
 ONE_NS = pd.Timedelta(1, unit="ns")

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.behaviour import (
+from funnelcast.features.behaviour import (
     DAY_NS,
     EventArrays,
     build_features,
@@ -22,8 +22,8 @@ from features.behaviour import (
     cutoff_ns,
     feature_spec,
 )
-from features.events import validate_customers, validate_events
-from features.funnel import load_config
+from funnelcast.features.events import validate_customers, validate_events
+from funnelcast.features.funnel import load_config
 
 try:  # tests/ is on sys.path under pytest's default import mode
     from reference import reference_features

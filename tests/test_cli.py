@@ -114,7 +114,7 @@ def test_demo_runs_the_main_job_end_to_end_and_train_retrains_on_its_data(tmp_pa
 def test_train_on_too_little_data_exits_2_naming_the_counts(simdir, tmp_path):
     import yaml
 
-    from features.funnel import load_config
+    from funnelcast.features.funnel import load_config
 
     raw = load_config().model_dump(mode="json")
     raw["readiness"]["min_positives"] = 100_000

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from features.events import (
+from funnelcast.features.events import (
     EVENT_COLUMNS,
     EventDataError,
     SqlSource,
@@ -22,7 +22,7 @@ from features.events import (
     validate_customers,
     validate_events,
 )
-from features.funnel import OTHER, FunnelConfig
+from funnelcast.features.funnel import OTHER, FunnelConfig
 
 UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 

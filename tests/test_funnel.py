@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from features.events import EventDataError, validate_events
-from features.funnel import (
+from funnelcast.features.events import EventDataError, validate_events
+from funnelcast.features.funnel import (
     OTHER,
     ConfigError,
     FunnelConfig,
@@ -424,7 +424,7 @@ def test_custom_funnel_round_trips_through_dict(custom: FunnelConfig) -> None:
 
 
 def test_training_lightgbm_may_not_set_what_funnelcast_sets(config):
-    from features.funnel import ConfigError, config_from_dict
+    from funnelcast.features.funnel import ConfigError, config_from_dict
 
     raw = config.model_dump(mode="json")
     raw["training"]["lightgbm"] = {"n_jobs": 4, "learning_rate": 0.1}

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.behaviour import feature_spec
-from features.events import validate_events
-from features.funnel import FunnelConfig, load_config
-from features.snapshots import build_training_set, snapshot_cutoffs
+from funnelcast.features.behaviour import feature_spec
+from funnelcast.features.events import validate_events
+from funnelcast.features.funnel import FunnelConfig, load_config
+from funnelcast.features.snapshots import build_training_set, snapshot_cutoffs
 
 try:  # tests/ is on sys.path under pytest's default import mode
     from reference import customer_features, events_by_customer, to_utc

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from training.metrics import (
+from funnelcast.training.metrics import (
     TOP_PERCENTS,
     binary_metrics,
     decile_table,

@@ -16,10 +16,10 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 
-from features.funnel import load_config
-from training.baselines import RecencyFrequency, fit_logistic, predict_logistic
-from training.metrics import expected_calibration_error
-from training.model import (
+from funnelcast.features.funnel import load_config
+from funnelcast.training.baselines import RecencyFrequency, fit_logistic, predict_logistic
+from funnelcast.training.metrics import expected_calibration_error
+from funnelcast.training.model import (
     PROBABILITY_FLOOR,
     Calibrator,
     SchemaError,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.events import validate_events
-from features.funnel import FunnelConfig
-from features.readiness import assess
-from features.simulate import simulate
+from funnelcast.features.events import validate_events
+from funnelcast.features.funnel import FunnelConfig
+from funnelcast.features.readiness import assess
+from funnelcast.features.simulate import simulate
 
 
 def _with(config: FunnelConfig, **readiness) -> FunnelConfig:

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from training.backtest import FoldResult, TargetBacktest
-from training.baselines import fit_logistic, predict_logistic
-from training.metrics import binary_metrics
-from training.model import categorical_vocabularies, feature_columns, fit_target_model
-from training.report import (
+from funnelcast.training.backtest import FoldResult, TargetBacktest
+from funnelcast.training.baselines import fit_logistic, predict_logistic
+from funnelcast.training.metrics import binary_metrics
+from funnelcast.training.model import categorical_vocabularies, feature_columns, fit_target_model
+from funnelcast.training.report import (
     plot_calibration,
     plot_feature_importance,
     plot_gains,
@@ -23,7 +23,7 @@ from training.report import (
     shap_values,
     write_report,
 )
-from training.splits import Fold
+from funnelcast.training.splits import Fold
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STAGES = ("awareness", "interest", "consideration", "purchase")

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.behaviour import EventArrays, build_features, cutoff_ns, feature_spec
-from features.events import read_customers, read_events
-from serving.attribution import GATHER_ROWS, agreement, top_features
-from serving.reasons import Phrasebook
-from serving.scoring import CustomerBase, Population, Scorer, ScoringError, score_population, subset
+from funnelcast.features.behaviour import EventArrays, build_features, cutoff_ns, feature_spec
+from funnelcast.features.events import read_customers, read_events
+from funnelcast.serving.attribution import GATHER_ROWS, agreement, top_features
+from funnelcast.serving.reasons import Phrasebook
+from funnelcast.serving.scoring import CustomerBase, Population, Scorer, ScoringError, score_population, subset
 
 pytestmark = pytest.mark.slow
 

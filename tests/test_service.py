@@ -160,9 +160,9 @@ def anon(server):
 @pytest.fixture(scope="module")
 def reference(served_models, small_sim):
     """The in-process scorer over the same event source, population and as-of time as the server."""
-    from features.behaviour import EventArrays
-    from features.events import read_customers, read_events
-    from serving.scoring import CustomerBase, Scorer
+    from funnelcast.features.behaviour import EventArrays
+    from funnelcast.features.events import read_customers, read_events
+    from funnelcast.serving.scoring import CustomerBase, Scorer
 
     home, sim_dir, _ = served_models
     scorer = Scorer.from_registry(home=home)
@@ -634,7 +634,7 @@ def test_answers_are_strict_json():
     """The service encodes answers itself (pydantic-core): numpy scalars become numbers, NaN null."""
     import numpy as np
 
-    from serving.service import _json
+    from funnelcast.serving.service import _json
 
     body = _json({"n": np.int64(2), "x": float("nan"), "y": np.float32(0.5), "z": [np.bool_(True)]}).body
     assert b"NaN" not in body

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from features.events import validate_customers, validate_events
-from features.funnel import FunnelConfig
-from features.simulate import simulate
-from features.snapshots import build_training_set, snapshot_cutoffs
+from funnelcast.features.events import validate_customers, validate_events
+from funnelcast.features.funnel import FunnelConfig
+from funnelcast.features.simulate import simulate
+from funnelcast.features.snapshots import build_training_set, snapshot_cutoffs
 
 
 @pytest.fixture(scope="module")

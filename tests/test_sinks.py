@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from serving.sinks import SinkError, SinkReport, write_table
+from funnelcast.serving.sinks import SinkError, SinkReport, write_table
 
 SECRET = "sekrit"
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.splits import Fold, SplitError, backtest_folds
+from funnelcast.training.splits import Fold, SplitError, backtest_folds
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
 DAY = pd.Timedelta(days=1)

@@ -14,8 +14,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from training import tracking
-from training.train import train
+from funnelcast.training import tracking
+from funnelcast.training.train import train
 
 pytestmark = pytest.mark.slow
 

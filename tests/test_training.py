@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.funnel import FunnelConfig
-from training.backtest import TrainingDataError, run_backtest, target_rows
-from training.model import LABEL_COLUMNS
-from training.train import decide, train
+from funnelcast.features.funnel import FunnelConfig
+from funnelcast.training.backtest import TrainingDataError, run_backtest, target_rows
+from funnelcast.training.model import LABEL_COLUMNS
+from funnelcast.training.train import decide, train
 
 pytestmark = pytest.mark.slow
 
@@ -218,8 +218,8 @@ def _latest_customers(result, target, n, sim):
 
 
 def _score(model, events, customers, cutoff, config, ids):
-    """The model's probabilities for ``ids``, from features built at ``cutoff`` like serving builds them."""
-    from features.behaviour import build_features
+    """The model's probabilities for ``ids``, from funnelcast.features built at ``cutoff`` like serving builds them."""
+    from funnelcast.features.behaviour import build_features
 
     return model.predict_proba(build_features(events, customers, cutoff, config).set_index("customer_id").loc[ids])
 

@@ -14,12 +14,12 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from features.funnel import FunnelConfig
-from features.readiness import target_verdict
-from training.baselines import RecencyFrequency, fit_logistic, predict_logistic
-from training.metrics import binary_metrics
-from training.model import LABEL_COLUMNS, TargetModel, categorical_vocabularies, feature_columns, fit_target_model
-from training.splits import Fold, backtest_folds
+from funnelcast.features.funnel import FunnelConfig
+from funnelcast.features.readiness import target_verdict
+from funnelcast.training.baselines import RecencyFrequency, fit_logistic, predict_logistic
+from funnelcast.training.metrics import binary_metrics
+from funnelcast.training.model import LABEL_COLUMNS, TargetModel, categorical_vocabularies, feature_columns, fit_target_model
+from funnelcast.training.splits import Fold, backtest_folds
 
 MODELS = ("lightgbm", "logistic", "recency_frequency")
 TRUTH_COLUMNS = {"convert": "p_next_stage", "churn": "p_churn"}

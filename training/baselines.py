@@ -19,8 +19,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from features.funnel import FunnelConfig
-from training.model import LABEL_COLUMNS
+from funnelcast.features.funnel import FunnelConfig
+from funnelcast.training.model import LABEL_COLUMNS
 
 
 def _signed_log(x: np.ndarray) -> np.ndarray:

@@ -18,9 +18,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from training.backtest import MODELS, TargetBacktest
-from training.metrics import decile_table, targeting_table
-from training.model import TargetModel
+from funnelcast.training.backtest import MODELS, TargetBacktest
+from funnelcast.training.metrics import decile_table, targeting_table
+from funnelcast.training.model import TargetModel
 
 MODEL_ORDER = (*MODELS, "oracle", "hidden_state")
 """Display order of the scored models; any other ``p_<name>`` column follows them."""

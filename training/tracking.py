@@ -22,8 +22,8 @@ from typing import Any, Iterator
 import mlflow
 import pandas as pd
 
-from training.errors import TrackingError
-from training.model import TargetModel
+from funnelcast.training.errors import TrackingError
+from funnelcast.training.model import TargetModel
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

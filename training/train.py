@@ -16,13 +16,13 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from features.funnel import FunnelConfig
-from training.backtest import (MODELS, TargetBacktest, TrainingDataError, horizon_days, latest_test_rows,
+from funnelcast.features.funnel import FunnelConfig
+from funnelcast.training.backtest import (MODELS, TargetBacktest, TrainingDataError, horizon_days, latest_test_rows,
                                readiness_problem,
                                run_backtest, target_rows)
-from training.metrics import binary_metrics
-from training.model import LABEL_COLUMNS, SchemaError, categorical_vocabularies, feature_columns
-from training.splits import backtest_folds
+from funnelcast.training.metrics import binary_metrics
+from funnelcast.training.model import LABEL_COLUMNS, SchemaError, categorical_vocabularies, feature_columns
+from funnelcast.training.splits import backtest_folds
 
 TARGETS = ("convert", "churn")
 HEADLINE = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top_decile_lift")
@@ -132,7 +132,7 @@ def train(
     progress: Callable[[str], None] | None = None,
 ) -> TrainingResult:
     """Train, evaluate, log and register every target of ``table`` (from :func:`features.snapshots.build_training_set`)."""
-    from training import report, tracking
+    from funnelcast.training import report, tracking
 
     say = progress or (lambda message: None)
     if len(table) == 0:
@@ -193,8 +193,8 @@ def train(
 
 
 def _tune(table, target, config, params, trials, say):
-    from training import tracking
-    from training.tuning import tune
+    from funnelcast.training import tracking
+    from funnelcast.training.tuning import tune
 
     settings = config.training
     rows = target_rows(table, target)
@@ -218,7 +218,7 @@ def _tune(table, target, config, params, trials, say):
 
 def _compare_with_champion(table, target, backtest, name, config, force) -> Decision:
     """Score the current champion on this run's latest test cutoff and decide the new version's alias."""
-    from training import tracking
+    from funnelcast.training import tracking
 
     settings = config.training
     metric = settings.champion_metric
@@ -237,7 +237,7 @@ def _compare_with_champion(table, target, backtest, name, config, force) -> Deci
 
 
 def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, params: dict, summary: dict) -> None:
-    from training import tracking
+    from funnelcast.training import tracking
 
     model = backtest.model
     tracking.log_params({
@@ -276,7 +276,7 @@ def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, p
 
 
 def _plots(backtest: TargetBacktest, table: pd.DataFrame, target: str, out_dir: Path) -> dict[str, Path]:
-    from training import report
+    from funnelcast.training import report
 
     scores = backtest.latest.scores
     test = latest_test_rows(table, backtest)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss
 
-from training.model import LABEL_COLUMNS, fit_target_model
+from funnelcast.training.model import LABEL_COLUMNS, fit_target_model
 
 
 def search_space(trial) -> dict[str, Any]:
