@@ -21,14 +21,13 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from funnelcast.features.errors import ConfigError
+from funnelcast.features.events import EventArrays
 from funnelcast.features.funnel import FunnelConfig
-
-DAY_NS = 86_400 * 10**9
+from funnelcast.features.timestamps import DAY_NS
 _NEVER_LATE = np.iinfo(np.int64).min
 _NEVER_EARLY = np.iinfo(np.int64).max
 CHUNK_CUSTOMERS = 4_096  # (bucket, customer, type) counts of a chunk stay cache-sized
@@ -162,7 +161,7 @@ def _make_spec(config: FunnelConfig) -> FeatureSpec:
     if len(set(columns)) != len(columns):
         seen: set[str] = set()
         clash = sorted({c for c in columns if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
-        raise ValueError(f"the funnel config yields clashing feature names {clash}; rename the groups or event types")
+        raise ConfigError(f"the funnel config yields clashing feature names {clash}; rename the groups or event types")
     trend_edges = {config.features.trend_days, 2 * config.features.trend_days}
     edges = np.array(sorted(set(windows.tolist()) | trend_edges), dtype=np.int64)
     window_rows = np.array([int(np.searchsorted(edges, w)) for w in windows] + [len(edges)])
@@ -201,88 +200,6 @@ def _make_spec(config: FunnelConfig) -> FeatureSpec:
         first_offsets=first_offsets,
         direction_matrix=np.stack([inbound, outbound], axis=1).astype(np.float64),
     )
-
-
-@dataclass(frozen=True, eq=False)
-class EventArrays:
-    """Events as integer-coded arrays sorted by customer then time; ``starts`` delimits each customer."""
-
-    customer_ids: np.ndarray  # (C,) ids in code order
-    starts: np.ndarray  # (C+1,) int64 offsets into the event arrays
-    customer: np.ndarray  # (N,) int64 codes, non-decreasing
-    ts: np.ndarray  # (N,) int64 ns since epoch, UTC; non-decreasing within a customer
-    event_type: np.ndarray  # (N,) int64 codes into config.event_types
-    channel: np.ndarray  # (N,) int64 codes into config.channel_names; len(channels) = missing
-    amount: np.ndarray  # (N,) float64, NaN where absent
-
-    @property
-    def n_customers(self) -> int:
-        return len(self.customer_ids)
-
-    @classmethod
-    def from_frame(cls, events: pd.DataFrame, config: FunnelConfig, customer_ids: Any = None) -> EventArrays:
-        """Encode a canonical (validated) event frame.
-
-        ``customer_ids`` fixes the customer axis (customers without events get empty segments);
-        by default it is the sorted distinct ids of ``events``. Events of customers not listed are
-        not encoded.
-        """
-        ids = np.asarray(events["customer_id"].to_numpy(dtype=object))
-        if customer_ids is None:
-            universe = np.unique(ids)
-        else:
-            universe = np.unique(np.asarray(customer_ids, dtype=object))
-        codes = pd.Index(universe).get_indexer(ids).astype(np.int64)  # -1: not on the customer axis
-        ts = _ns(events["timestamp"])
-        etype = pd.Categorical(events["event_type"], categories=list(config.event_types)).codes.astype(np.int64)
-        if (etype < 0).any():
-            bad = pd.unique(events["event_type"][etype < 0])[:5]
-            raise ValueError(f"event types {list(bad)} are not in the funnel config; validate events first")
-        channels = list(config.channel_names)
-        if "channel" in events.columns:
-            ch = pd.Categorical(events["channel"], categories=channels).codes.astype(np.int64)
-            ch[ch < 0] = len(channels)
-        else:
-            ch = np.full(len(events), len(channels), dtype=np.int64)
-        amount = events["amount"].to_numpy(dtype=np.float64, na_value=np.nan) if "amount" in events.columns else np.full(len(events), np.nan)
-        keep = codes >= 0
-        order = np.lexsort((ts, codes))
-        order = order[keep[order]]
-        codes = codes[order]
-        return cls(
-            customer_ids=universe,
-            starts=np.searchsorted(codes, np.arange(len(universe) + 1)).astype(np.int64),
-            customer=codes,
-            ts=ts[order],
-            event_type=etype[order],
-            channel=ch[order],
-            amount=amount[order],
-        )
-
-    def customers_slice(self, c0: int, c1: int) -> EventArrays:
-        """The events of customers ``c0 <= code < c1``, recoded from 0."""
-        a, b = self.starts[c0], self.starts[c1]
-        return EventArrays(
-            customer_ids=self.customer_ids[c0:c1],
-            starts=self.starts[c0 : c1 + 1] - a,
-            customer=self.customer[a:b] - c0,
-            ts=self.ts[a:b],
-            event_type=self.event_type[a:b],
-            channel=self.channel[a:b],
-            amount=self.amount[a:b],
-        )
-
-
-def _ns(ts: pd.Series) -> np.ndarray:
-    values = ts.dt.tz_convert("UTC") if isinstance(ts.dtype, pd.DatetimeTZDtype) else ts
-    return values.to_numpy(dtype="datetime64[ns]").view(np.int64)
-
-
-def cutoff_ns(cutoff: Any) -> int:
-    """A cutoff (date, string or timestamp; naive means UTC) as int64 nanoseconds since epoch."""
-    ts = pd.Timestamp(cutoff)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(ts.as_unit("ns").value)
 
 
 def compute_features(
@@ -468,51 +385,3 @@ def _purchase_stats(pc: np.ndarray, pt: np.ndarray, pa: np.ndarray, c: int, t: i
         np.not_equal(gc[1:], gc[:-1], out=last[:-1])
         res[gc[last], 5] = gaps[last]
     return res
-
-
-# ---- the pandas edge ---------------------------------------------------------------------------
-
-def attribute_features(customers: pd.DataFrame | None, ids: np.ndarray, cutoff: int) -> pd.DataFrame:
-    """Static attributes aligned to ``ids``: dates become ``days_since_<col>`` (NaN until they happen)."""
-    if customers is None or customers.shape[1] <= 1:
-        return pd.DataFrame(index=pd.RangeIndex(len(ids)))
-    table = customers.set_index("customer_id").reindex(pd.Index(ids, dtype=object))
-    out = {}
-    for col in table.columns:
-        values = table[col]
-        if isinstance(values.dtype, pd.DatetimeTZDtype):
-            ns = values.to_numpy(dtype="datetime64[ns]").view(np.int64)
-            known = values.notna().to_numpy() & (ns < cutoff)
-            out[f"days_since_{col}"] = np.where(known, (cutoff - ns) / DAY_NS, np.nan)
-        else:
-            out[col] = values.to_numpy() if not isinstance(values.dtype, pd.CategoricalDtype) else values.array
-    return pd.DataFrame(out).reset_index(drop=True)
-
-
-def build_features(
-    events: pd.DataFrame, customers: pd.DataFrame | None, cutoff: Any, config: FunnelConfig
-) -> pd.DataFrame:
-    """One row per customer at ``cutoff``, from events strictly before it (validated, canonical frames).
-
-    Rows cover every customer with an event before the cutoff, plus every customer in ``customers``
-    (those without events get zero counts and missing recencies). Columns: ``customer_id``,
-    ``cutoff``, the behaviour features of :func:`feature_spec`, then static attributes.
-    """
-    spec = feature_spec(config)
-    t = cutoff_ns(cutoff)
-    visible_ids = events["customer_id"].to_numpy(dtype=object)[_ns(events["timestamp"]) < t]
-    universe = np.unique(visible_ids) if customers is None else np.union1d(np.unique(visible_ids), customers["customer_id"].to_numpy(dtype=object))
-    arrays = EventArrays.from_frame(events, config, customer_ids=universe)
-    return features_frame(arrays, t, spec, customers)
-
-
-def features_frame(arrays: EventArrays, t: int, spec: FeatureSpec, customers: pd.DataFrame | None) -> pd.DataFrame:
-    matrix = compute_features(arrays, t, spec)
-    frame = pd.DataFrame(matrix, columns=list(spec.columns))
-    frame.insert(0, "cutoff", pd.Timestamp(t, tz="UTC"))
-    frame.insert(0, "customer_id", pd.array(arrays.customer_ids, dtype="string"))
-    attrs = attribute_features(customers, arrays.customer_ids, t)
-    clash = set(attrs.columns) & set(frame.columns)
-    if clash:
-        raise ValueError(f"customer attribute columns {sorted(clash)} clash with behaviour feature names; rename them")
-    return pd.concat([frame, attrs], axis=1) if len(attrs.columns) else frame

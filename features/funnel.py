@@ -20,14 +20,12 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from funnelcast.features.errors import ConfigError
+
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=48)]
 OTHER = "other"
 """Event type / channel that unknown values are mapped to under the ``map_to_other`` policy."""
-
-
-class ConfigError(ValueError):
-    """A funnel config that cannot be used, with a message naming the field and the fix."""
 
 
 class _Strict(BaseModel):
@@ -82,8 +80,9 @@ class ReadinessConfig(_Strict):
 class TrainingConfig(_Strict):
     """How models are trained and promoted (read by ``training/``; features never look here)."""
 
-    targets: list[Literal["convert", "churn"]] = Field(
-        default_factory=lambda: ["convert", "churn"], min_length=1, description="Which models to train."
+    targets: list[str] = Field(
+        default_factory=lambda: ["convert", "churn"], min_length=1,
+        description="Which models to train (names from funnelcast.features.targets.TARGETS).",
     )
     folds: int = Field(3, ge=1, le=24, description="Rolling-origin backtest folds; the latest one's model is registered.")
     validation_cutoffs: int = Field(2, ge=1, description="Cutoffs per fold for early stopping and calibration.")
@@ -96,6 +95,17 @@ class TrainingConfig(_Strict):
         description="LightGBM parameters (scikit-learn names) over funnelcast's defaults.",
     )
     model_name_prefix: Name = "funnelcast"
+
+    @field_validator("targets")
+    @classmethod
+    def _known_targets(cls, v: list[str]) -> list[str]:
+        from funnelcast.features.targets import TARGETS  # the registry builds on this module
+
+        unknown = [t for t in v if t not in TARGETS]
+        if unknown:
+            raise ValueError(f"unknown target(s) {unknown}; targets are {list(TARGETS)}")
+        _no_repeats(v, "targets")
+        return v
 
     @field_validator("lightgbm")
     @classmethod

@@ -15,15 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from funnelcast.features.behaviour import DAY_NS, EventArrays, FeatureSpec
-
-
-@dataclass(frozen=True)
-class Labels:
-    convert_eligible: np.ndarray  # (C,) bool
-    convert: np.ndarray  # (C,) int8, meaningful where eligible
-    churn_eligible: np.ndarray
-    churn: np.ndarray
+from funnelcast.features.behaviour import FeatureSpec
+from funnelcast.features.events import EventArrays
+from funnelcast.features.timestamps import DAY_NS
 
 
 def _window_mask(a: EventArrays, start: int, days: int) -> np.ndarray:
@@ -71,22 +65,21 @@ def _churn_codes(cfg) -> list[int]:
     return [cfg.event_types.index(e) for e in cfg.churn.churn_event_types]
 
 
-def compute_labels(a: EventArrays, t: int, spec: FeatureSpec, features: np.ndarray) -> Labels:
-    """Eligibility from the point-in-time ``features`` at ``t``; outcomes from events in each horizon."""
-    cfg = spec.config
-    elig = eligibility(a, t, spec, features)
-    c = a.n_customers
-    n_stages = spec.n_stages
-
-    win = _window_mask(a, t, cfg.conversion.horizon_days)
-    furthest = np.full(c, -1, dtype=np.int64)
+def conversion_outcome(a: EventArrays, t: int, spec: FeatureSpec, elig: Eligibility) -> np.ndarray:
+    """1 where an event evidencing a later stage than the customer's occurs in ``[t, t + conversion horizon)``."""
+    win = _window_mask(a, t, spec.config.conversion.horizon_days)
+    furthest = np.full(a.n_customers, -1, dtype=np.int64)
     np.maximum.at(furthest, a.customer[win], spec.type_stage[a.event_type[win]])
-    convert = (furthest > np.nan_to_num(elig.stage, nan=n_stages)).astype(np.int8)
+    return (furthest > np.nan_to_num(elig.stage, nan=spec.n_stages)).astype(np.int8)
 
+
+def churn_outcome(a: EventArrays, t: int, spec: FeatureSpec, elig: Eligibility) -> np.ndarray:  # noqa: ARG001
+    """1 where the customer churns in ``[t, t + churn horizon)``: no qualifying event (inactivity) or a
+    churn event (explicit)."""
+    cfg = spec.config
+    c = a.n_customers
     win = _window_mask(a, t, cfg.churn.horizon_days)
     if cfg.churn.definition == "inactivity":
         active = spec.type_activity[a.event_type] & win
-        churn = (np.bincount(a.customer[active], minlength=c) == 0).astype(np.int8)
-    else:
-        churn = (np.bincount(a.customer[np.isin(a.event_type, _churn_codes(cfg)) & win], minlength=c) > 0).astype(np.int8)
-    return Labels(elig.convert, convert, elig.churn, churn)
+        return (np.bincount(a.customer[active], minlength=c) == 0).astype(np.int8)
+    return (np.bincount(a.customer[np.isin(a.event_type, _churn_codes(cfg)) & win], minlength=c) > 0).astype(np.int8)

@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from funnelcast.features.errors import TrainingDataError
 from funnelcast.features.events import ValidationSummary
 from funnelcast.features.funnel import FunnelConfig
 from funnelcast.features.snapshots import build_training_set
+from funnelcast.features.targets import TARGETS
 
 
 @dataclass
@@ -77,8 +79,8 @@ def assess(
     """Assess validated events (canonical frame) for every target of ``config``."""
     rd = config.readiness
     minimums = {
-        "history_days_conversion": config.snapshots.min_history_days + config.conversion.horizon_days,
-        "history_days_churn": config.snapshots.min_history_days + config.churn.horizon_days,
+        **{f"history_days_{name}": config.snapshots.min_history_days + target.horizon_days(config)
+           for name, target in TARGETS.items()},
         "min_eligible_rows": rd.min_eligible,
         "min_positives": rd.min_positives,
         "min_events_per_customer": rd.min_events_per_customer,
@@ -105,18 +107,20 @@ def assess(
     first, last = events["timestamp"].min(), events["timestamp"].max()
     history = (last - first) / pd.Timedelta(days=1)
     try:
-        table = build_training_set(events, customers, config, data_end=data_end)
-    except ValueError:
-        table = pd.DataFrame({"stage": pd.Series(dtype="object"), "convert_label": [], "churn_label": []})
+        table = build_training_set(events, customers, config, data_end=data_end).frame
+    except TrainingDataError:  # no labelled row at all: every target gets its zero counts below
+        table = pd.DataFrame({"stage": pd.Series(dtype="object"), **{t.label: [] for t in TARGETS.values()}})
 
     targets: list[TargetReadiness] = []
-    for from_stage, to_stage in config.conversion_targets():
-        rows = table.loc[(table["stage"] == from_stage) & table["convert_label"].notna(), "convert_label"]
-        targets.append(
-            target_verdict(f"convert:{from_stage}->{to_stage}", rows, config, history, minimums["history_days_conversion"])
-        )
-    churn_rows = table.loc[table["churn_label"].notna(), "churn_label"]
-    targets.append(target_verdict("churn", churn_rows, config, history, minimums["history_days_churn"]))
+    for name, target in TARGETS.items():
+        labelled = table[target.label].notna()
+        need = minimums[f"history_days_{name}"]
+        if target.by_transition:
+            for from_stage, to_stage in config.conversion_targets():
+                rows = table.loc[(table["stage"] == from_stage) & labelled, target.label]
+                targets.append(target_verdict(f"{name}:{from_stage}->{to_stage}", rows, config, history, need))
+        else:
+            targets.append(target_verdict(name, table.loc[labelled, target.label], config, history, need))
     if sparse_share > rd.max_share_sparse_customers:
         for t in targets:
             t.reasons.append("too many customers with too few events")
@@ -127,7 +131,8 @@ def assess(
 
 
 def _target_names(config: FunnelConfig) -> list[str]:
-    return [f"convert:{a}->{b}" for a, b in config.conversion_targets()] + ["churn"]
+    return [f"{name}:{a}->{b}" if target.by_transition else name
+            for name, target in TARGETS.items() for a, b in (config.conversion_targets() if target.by_transition else [("", "")])]
 
 
 def target_verdict(name: str, labels: pd.Series, config: FunnelConfig, history: float = float("inf"),

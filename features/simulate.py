@@ -32,9 +32,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from funnelcast.features.behaviour import DAY_NS
+from funnelcast.features.errors import ConfigError
 from funnelcast.features.funnel import FunnelConfig
 from funnelcast.features.snapshots import snapshot_cutoffs
+from funnelcast.features.timestamps import DAY_NS, stated_time
 
 STAGES = ("awareness", "interest", "consideration", "purchase", "loyalty")
 COUNTRIES = (("US", 0.40), ("GB", 0.15), ("DE", 0.15), ("FR", 0.10), ("IN", 0.12), ("BR", 0.08))
@@ -357,22 +358,23 @@ def simulate(
     truth: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> Simulation:
-    """Simulate ``n_customers`` journeys over days [start, end) (UTC), with exact truth at the config's cutoffs."""
+    """Simulate ``n_customers`` journeys over the days ``[start, end)`` (midnight UTC), with exact truth
+    at the config's snapshot cutoffs. The same seed gives the same data."""
     types = config.event_types
     absent = sorted(EMITTED_TYPES - set(types))
     if absent or config.stage_names != STAGES:
-        raise ValueError(
+        raise ConfigError(
             "the simulator speaks the default five-stage funnel; the config lacks "
             + (f"event types {absent}" if absent else f"its stages (has {list(config.stage_names)}, needs {list(STAGES)})")
         )
     rng = np.random.default_rng(seed)
-    start_ts = pd.Timestamp(start, tz="UTC").normalize()
-    end_ts = pd.Timestamp(end, tz="UTC").normalize()
+    start_ts = stated_time(start, "UTC", "start").normalize()
+    end_ts = stated_time(end, "UTC", "end").normalize()
     n_days = int((end_ts - start_ts).days)
     if n_days < 30:
-        raise ValueError(f"simulate needs at least 30 days between start and end, got {n_days}")
+        raise ConfigError(f"simulate needs at least 30 days between start and end, got {n_days}")
     if n_customers < 1:
-        raise ValueError("simulate needs at least one customer")
+        raise ConfigError("simulate needs at least one customer")
     model = _Model(types)
     n = n_customers
     k = len(types)

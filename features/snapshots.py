@@ -1,16 +1,30 @@
-"""Training sets: (customer, cutoff) rows over a schedule of snapshot cutoffs, with point-in-time
-features and the labels of :mod:`features.labels`. The same feature code builds scoring rows."""
+"""Point-in-time frames: one customer's features at a cutoff (:func:`build_features`), and training
+sets of (customer, cutoff) rows over a schedule of snapshot cutoffs with the labels of every target
+(:func:`build_training_set`).
+
+Both are made by the same code the scorer runs — :func:`~funnelcast.features.behaviour.compute_features`
+over :class:`~funnelcast.features.events.EventArrays`, then the fitted
+:class:`~funnelcast.features.model_input.ModelInput` — and both carry, beside the model's columns, the
+customer's ``stage`` at the cutoff and a ``<target>_eligible`` column per target: what the MLflow model
+needs to give a probability only where its target applies.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from funnelcast.features.behaviour import DAY_NS, EventArrays, compute_features, cutoff_ns, feature_spec, attribute_features
+from funnelcast.features.behaviour import FeatureSpec, compute_features, feature_spec
+from funnelcast.features.errors import TrainingDataError
+from funnelcast.features.events import EventArrays
 from funnelcast.features.funnel import FunnelConfig
-from funnelcast.features.labels import compute_labels
+from funnelcast.features.labels import Eligibility, eligibility
+from funnelcast.features.model_input import ModelInput
+from funnelcast.features.targets import TARGETS, compute_labels
+from funnelcast.features.timestamps import DAY_NS, column_ns, stated_ns
 
 
 def snapshot_cutoffs(data_start: Any, data_end: Any, config: FunnelConfig) -> list[pd.Timestamp]:
@@ -20,10 +34,9 @@ def snapshot_cutoffs(data_start: Any, data_end: Any, config: FunnelConfig) -> li
     The grid is global, so every dataset and the simulator's truth share the same cutoffs.
     """
     snap = config.snapshots
-    start = pd.Timestamp(data_start)
-    start = (start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")) + pd.Timedelta(days=snap.min_history_days)
-    end = pd.Timestamp(data_end)
-    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    start = pd.Timestamp(stated_ns(data_start, config.source_timezone, "data start"), tz="UTC")
+    start += pd.Timedelta(days=snap.min_history_days)
+    end = pd.Timestamp(stated_ns(data_end, config.source_timezone, "data end"), tz="UTC")
     anchor = pd.Timestamp(snap.anchor_date, tz="UTC")
     every_ns = snap.every_days * DAY_NS
     k0 = -(-(start - anchor).value // every_ns)  # ceiling division in integer nanoseconds
@@ -35,6 +48,72 @@ def snapshot_cutoffs(data_start: Any, data_end: Any, config: FunnelConfig) -> li
     return out
 
 
+FRAME_EXTRAS = ("customer_id", "cutoff", "stage", *(t.eligible_column for t in TARGETS.values()),
+                *(t.label for t in TARGETS.values()))
+"""Columns of feature frames and training sets that are not model inputs."""
+
+
+@dataclass
+class TrainingSet:
+    """A training set: the rows (:attr:`frame`) and the fitted input contract they were built with.
+
+    ``frame`` columns: ``customer_id``, ``cutoff``, the model input's columns, ``stage`` (name), a
+    ``<target>_eligible`` and a ``<target>_label`` column per target (nullable Int8: <NA> where the
+    customer is not eligible or the horizon runs past ``data_end``). Rows eligible for no known label
+    are left out.
+    """
+
+    frame: pd.DataFrame
+    model_input: ModelInput
+    data_end: pd.Timestamp
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def rows(self, target: str) -> pd.DataFrame:
+        """The rows whose label for ``target`` is known."""
+        label = TARGETS[target].label
+        return self.frame.loc[self.frame[label].notna()]
+
+
+def _decorate(frame: pd.DataFrame, spec: FeatureSpec, elig: Eligibility, rows: np.ndarray | slice) -> pd.DataFrame:
+    """Add ``stage`` (name, missing before any stage) and every target's ``<target>_eligible`` column."""
+    stage = elig.stage[rows]
+    frame["stage"] = pd.Categorical.from_codes(np.where(np.isnan(stage), -1, stage).astype(np.int64),
+                                               categories=list(spec.config.stage_names))
+    for target in TARGETS.values():
+        frame[target.eligible_column] = target.eligible(elig)[rows]
+    return frame
+
+
+def build_features(
+    events: pd.DataFrame, customers: pd.DataFrame | None, cutoff: Any, config: FunnelConfig,
+    model_input: ModelInput | None = None,
+) -> pd.DataFrame:
+    """One row per customer at ``cutoff``, from events strictly before it (validated, canonical frames).
+
+    ``cutoff`` is a stated time (naive: the config's ``source_timezone``, else UTC). Rows cover every
+    customer with an event before the cutoff, plus every customer in ``customers`` (those without
+    events get zero counts and missing recencies). Columns: ``customer_id``, ``cutoff``, the model
+    input's columns (behaviour features, then customer attributes), ``stage`` and a
+    ``<target>_eligible`` column per target. ``model_input`` (a model's ``input_``) fixes the
+    attributes' encoding; by default it is fitted on ``customers``. A registered MLflow model
+    predicts from this frame as it is.
+    """
+    spec = feature_spec(config)
+    t = stated_ns(cutoff, config.source_timezone, "cutoff")
+    model_input = model_input or ModelInput.fit(config, customers)
+    visible_ids = events["customer_id"].to_numpy(dtype=object)[column_ns(events["timestamp"]) < t]
+    universe = np.unique(visible_ids)
+    if customers is not None:
+        universe = np.union1d(universe, customers["customer_id"].to_numpy(dtype=object))
+    arrays = EventArrays.from_frame(events, config, customer_ids=universe)
+    behaviour = compute_features(arrays, t, spec)
+    attrs = model_input.encode_customers(customers, arrays.customer_ids)
+    frame = model_input.frame(arrays.customer_ids, t, behaviour, attrs)
+    return _decorate(frame, spec, eligibility(arrays, t, spec, behaviour), slice(None))
+
+
 def build_training_set(
     events: pd.DataFrame,
     customers: pd.DataFrame | None,
@@ -42,51 +121,48 @@ def build_training_set(
     cutoffs: list[Any] | None = None,
     data_end: Any = None,
     progress: Callable[[int, int], None] | None = None,
-) -> pd.DataFrame:
+    model_input: ModelInput | None = None,
+) -> TrainingSet:
     """(customer, cutoff) rows with features and labels for every target whose label is known.
 
-    ``data_end`` is the end of observation (exclusive); by default just after the last event.
-    ``cutoffs`` default to :func:`snapshot_cutoffs` between the first event and ``data_end``.
-    Columns: ``customer_id``, ``cutoff``, features, attributes, ``stage`` (name), then
-    ``convert_label`` and ``churn_label`` (nullable Int8: <NA> where the customer is not
-    eligible or the horizon runs past ``data_end``). Rows eligible for no known label are left out.
+    ``data_end`` is the end of observation (exclusive; a stated time, naive: the config's
+    ``source_timezone``, else UTC); by default just after the last event. ``cutoffs`` default to
+    :func:`snapshot_cutoffs` between the first event and ``data_end``. The input contract is fitted
+    on ``customers`` unless ``model_input`` is given. Raises :class:`TrainingDataError` when no row
+    has a known label.
     """
     spec = feature_spec(config)
     if len(events) == 0:
-        raise ValueError("no events: a training set needs events")
+        raise TrainingDataError("no events: a training set needs events")
+    model_input = model_input or ModelInput.fit(config, customers)
     ts = events["timestamp"]
-    end = cutoff_ns(data_end) if data_end is not None else int(ts.max().value) + 1
+    end = stated_ns(data_end, config.source_timezone, "data end") if data_end is not None else int(ts.max().value) + 1
     if cutoffs is None:
         cutoffs = snapshot_cutoffs(ts.min(), pd.Timestamp(end, tz="UTC"), config)
     arrays = EventArrays.from_frame(events, config)
-    stages = np.asarray(config.stage_names, dtype=object)
+    attrs = model_input.encode_customers(customers, arrays.customer_ids)
     parts = []
     for i, cutoff in enumerate(cutoffs):
-        t = cutoff_ns(cutoff)
-        matrix = compute_features(arrays, t, spec)
-        labels = compute_labels(arrays, t, spec, matrix)
-        conv_known = labels.convert_eligible & (t + config.conversion.horizon_days * DAY_NS <= end)
-        churn_known = labels.churn_eligible & (t + config.churn.horizon_days * DAY_NS <= end)
-        keep = np.flatnonzero(conv_known | churn_known)
+        t = stated_ns(cutoff, config.source_timezone, "cutoff")
+        behaviour = compute_features(arrays, t, spec)
+        elig, labels = compute_labels(arrays, t, spec, behaviour)
+        known = {name: eligible & (t + TARGETS[name].horizon_days(config) * DAY_NS <= end)
+                 for name, (eligible, _) in labels.items()}
+        keep = np.flatnonzero(np.logical_or.reduce(list(known.values())))
         if progress is not None:
             progress(i + 1, len(cutoffs))
         if len(keep) == 0:
             continue
-        frame = pd.DataFrame(matrix[keep], columns=list(spec.columns))
-        frame.insert(0, "cutoff", pd.Timestamp(t, tz="UTC"))
-        frame.insert(0, "customer_id", pd.array(arrays.customer_ids[keep], dtype="string"))
-        attrs = attribute_features(customers, arrays.customer_ids[keep], t)
-        if len(attrs.columns):
-            frame = pd.concat([frame, attrs], axis=1)
-        frame["stage"] = pd.Categorical(stages[matrix[keep, spec.columns.index("current_stage")].astype(int)], categories=list(stages))
-        frame["convert_label"] = pd.array(np.where(conv_known[keep], labels.convert[keep], 0), dtype="Int8")
-        frame.loc[~conv_known[keep], "convert_label"] = pd.NA
-        frame["churn_label"] = pd.array(np.where(churn_known[keep], labels.churn[keep], 0), dtype="Int8")
-        frame.loc[~churn_known[keep], "churn_label"] = pd.NA
+        frame = model_input.frame(arrays.customer_ids[keep], t, behaviour[keep], attrs.take(keep))
+        frame = _decorate(frame, spec, elig, keep)
+        for name, (_, outcome) in labels.items():
+            label = pd.array(outcome[keep], dtype="Int8")
+            label[~known[name][keep]] = pd.NA
+            frame[TARGETS[name].label] = label
         parts.append(frame)
     if not parts:
-        raise ValueError(
+        raise TrainingDataError(
             f"no (customer, cutoff) row has a known label: {len(cutoffs)} cutoffs between the first event and "
             f"{pd.Timestamp(end, tz='UTC')}; the data may be shorter than min_history_days + the horizons"
         )
-    return pd.concat(parts, ignore_index=True)
+    return TrainingSet(pd.concat(parts, ignore_index=True), model_input, pd.Timestamp(end, tz="UTC"))

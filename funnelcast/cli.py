@@ -1,7 +1,13 @@
-"""The ``funnelcast`` command: a thin shell over features (and, later, training and serving).
+"""The ``funnelcast`` command: a thin shell over :class:`funnelcast.Project`.
 
-Every subcommand takes ``--config FILE`` and, on bad input, exits non-zero with one paragraph that
-says what was wrong and where — never a traceback.
+Each subcommand parses its options, calls one or a few :class:`~funnelcast.project.Project` methods
+and prints what came back (tables, the validation summary, where files went). The job itself —
+reading and validating sources, training sets, training, scoring, the outreach list — lives in the
+library, so a notebook gets exactly what the command line does.
+
+Every subcommand takes ``--config FILE``. The errors funnelcast raises on purpose (bad data, config,
+source, store or destination: :class:`~funnelcast.features.errors.FunnelcastError`) exit with code 2
+and one paragraph saying what was wrong and where; anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from funnelcast.features.errors import FunnelcastError
+from funnelcast.features.targets import TARGETS
+
 app = typer.Typer(
     name="funnelcast",
     help="Predict next-stage conversion and churn for every customer from a journey event log.",
@@ -30,41 +39,45 @@ app = typer.Typer(
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
+TIME_HELP = "naive: the config's source_timezone, else UTC"
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Funnel config YAML (default: the five-stage journey).")]
 EventsOpt = Annotated[str, typer.Option("--events", help="Events: CSV, Parquet file or directory, or SQL URL with '#table'.")]
 CustomersOpt = Annotated[Optional[str], typer.Option("--customers", help="Customers table (same source kinds as --events).")]
 AsOfOpt = Annotated[
-    Optional[str], typer.Option("--as-of", help="When the data was extracted (UTC); events at or after it are errors. Default: now.")
+    str, typer.Option("--as-of", help=f"When the data was extracted ({TIME_HELP}); events at or after it are errors.")
 ]
 
 
-class UserError(Exception):
-    """A problem with the user's input, reported as one paragraph."""
+class UserError(FunnelcastError):
+    """A problem with the command line's own options, reported as one paragraph."""
 
 
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn data and config problems into a one-paragraph message and exit code 2."""
+    """Report the errors funnelcast raises on purpose as one paragraph and exit code 2; a bug stays a bug."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from funnelcast.features.events import EventDataError
-        from funnelcast.features.funnel import ConfigError
-        from funnelcast.training.errors import TrackingError
-
         try:
             return fn(*args, **kwargs)
-        except (EventDataError, ConfigError, UserError, ValueError, OSError, TrackingError) as exc:
-            kind = "config" if isinstance(exc, ConfigError) else "tracking store" if isinstance(exc, TrackingError) else "input"
-            err.print(f"[bold red]funnelcast {fn.__name__.replace('_cmd', '').replace('_', '-')}: bad {kind}.[/] {exc}", highlight=False, soft_wrap=True)
+        except FunnelcastError as exc:
+            command = fn.__name__.replace("_cmd", "").replace("_", "-")
+            err.print(f"[bold red]funnelcast {command}: bad {exc.kind}.[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper
 
 
-def _config(path: Path | None):
-    from funnelcast.features.funnel import load_config
+def _extracted(as_of: str):
+    """``--as-of`` of a command that reads data as extracted: ``now`` (the default) is the current time."""
+    import pandas as pd
 
-    return load_config(path)
+    return pd.Timestamp.now(tz="UTC") if as_of.strip().lower() == "now" else as_of
+
+
+def _project(config: Path | None, tracking_uri: str | None = None, mlflow_dir: Path | None = None):
+    from funnelcast.project import Project
+
+    return Project(config, tracking_uri=tracking_uri, mlflow_dir=mlflow_dir)
 
 
 def _progress() -> Progress:
@@ -79,40 +92,11 @@ def _progress() -> Progress:
     )
 
 
-def _as_of(value: str | None):
-    import pandas as pd
+def _write(frame, destination: str, what: str) -> str:
+    """Write a table where ``--out`` says (a file, a SQL table or a webhook); returns the sink's sentence."""
+    from funnelcast.serving.sinks import write_table
 
-    from funnelcast.features.events import to_utc
-
-    if value is None:
-        return pd.Timestamp.now(tz="UTC")
-    try:
-        return to_utc(value)
-    except (ValueError, TypeError):
-        raise UserError(f"--as-of {value!r} is not a date or timestamp; use e.g. 2025-06-30 or 2025-06-30T12:00:00Z") from None
-
-
-def _load(events: str, customers: str | None, cfg, as_of: str | None):
-    from funnelcast.features.events import read_customers, read_events
-
-    ev, summary = read_events(events, cfg, as_of=_as_of(as_of))
-    cust = None
-    if customers is not None:
-        cust, _ = read_customers(customers, cfg)
-    return ev, cust, summary
-
-
-def _write(frame, path: str) -> str:
-    """Write a table to .parquet or .csv (by extension)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.suffix.lower() == ".csv":
-        frame.to_csv(target, index=False)
-    elif target.suffix.lower() in (".parquet", ".pq"):
-        frame.to_parquet(target, index=False)
-    else:
-        raise UserError(f"--out {path!r}: unknown file type {target.suffix!r}; use .parquet or .csv")
-    return str(target)
+    return write_table(frame, destination, what=what).line()
 
 
 def _print_summary(summary) -> None:
@@ -126,7 +110,7 @@ def simulate_cmd(
     customers: Annotated[int, typer.Option("--customers", min=1, help="Number of customers.")] = 20_000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same data.")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("sim"),
-    start: Annotated[str, typer.Option("--start", help="First day (UTC).")] = "2024-01-01",
+    start: Annotated[str, typer.Option("--start", help="First day (midnight UTC).")] = "2024-01-01",
     end: Annotated[str, typer.Option("--end", help="End day, exclusive (UTC).")] = "2026-01-01",
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
     truth: Annotated[bool, typer.Option("--truth/--no-truth", help="Compute exact true probabilities at each cutoff.")] = True,
@@ -137,7 +121,7 @@ def simulate_cmd(
 
     if fmt not in ("parquet", "csv"):
         raise UserError(f"--format {fmt!r}: use parquet or csv")
-    cfg = _config(config)
+    cfg = _project(config).config
     t0 = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task(f"simulating {customers:,} customers", total=None)
@@ -156,20 +140,19 @@ def simulate_cmd(
 def check_cmd(
     events: EventsOpt,
     customers: CustomersOpt = None,
-    as_of: AsOfOpt = None,
+    as_of: AsOfOpt = "now",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Validate events and report whether the data can support each target."""
-    from funnelcast.features.readiness import assess
-
-    cfg = _config(config)
-    ev, cust, summary = _load(events, customers, cfg, as_of)
-    report = assess(ev, cfg, customers=cust, summary=summary)
+    project = _project(config)
+    cfg = project.config
+    data = project.load(events, customers, as_of=_extracted(as_of))
+    report = project.check(data)
     if as_json:
-        print(json.dumps({"validation": summary.as_dict(), "readiness": report.as_dict()}, indent=2, default=str))
+        print(json.dumps({"validation": data.summary.as_dict(), "readiness": report.as_dict()}, indent=2, default=str))
         return
-    _print_summary(summary)
+    _print_summary(data.summary)
     out.print(
         f"{report.customers:,} customers, {report.events:,} events, {report.history_days:.0f} days of history "
         f"({report.first_event} to {report.last_event}); {report.sparse_share:.1%} of customers have fewer than "
@@ -189,8 +172,8 @@ def check_cmd(
     m = report.minimums
     out.print(
         f"minimums: {m['min_eligible_rows']:,} labelled rows and {m['min_positives']:,} positives and negatives per target; "
-        f"history of min_history_days + horizon ({m['history_days_conversion']} days for conversion, "
-        f"{m['history_days_churn']} for churn)",
+        "history of min_history_days + horizon ("
+        + ", ".join(f"{m[f'history_days_{name}']} days for {name}" for name in TARGETS) + ")",
         highlight=False,
     )
 
@@ -199,27 +182,26 @@ def check_cmd(
 @_friendly
 def features_cmd(
     events: EventsOpt,
-    cutoff: Annotated[str, typer.Option("--cutoff", help="Features use events strictly before this time (UTC).")],
+    cutoff: Annotated[str, typer.Option("--cutoff", help=f"Features use events strictly before this time ({TIME_HELP}).")],
     out_path: Annotated[str, typer.Option("--out", help="Output .parquet or .csv: one row per customer.")],
     customers: CustomersOpt = None,
-    as_of: AsOfOpt = None,
+    as_of: AsOfOpt = "now",
     config: ConfigOpt = None,
 ) -> None:
     """Build one behaviour vector per customer at a cutoff."""
-    from funnelcast.features.behaviour import build_features
-    from funnelcast.features.events import to_utc
+    from funnelcast.features.snapshots import FRAME_EXTRAS
+    from funnelcast.features.timestamps import stated_time
 
-    cfg = _config(config)
-    try:
-        cut = to_utc(cutoff)
-    except (ValueError, TypeError):
-        raise UserError(f"--cutoff {cutoff!r} is not a date or timestamp; use e.g. 2025-06-30") from None
-    ev, cust, summary = _load(events, customers, cfg, as_of)
-    _print_summary(summary)
+    project = _project(config)
+    cut = stated_time(cutoff, project.config.source_timezone, "--cutoff")
+    data = project.load(events, customers, as_of=_extracted(as_of))
+    _print_summary(data.summary)
     t0 = time.perf_counter()
-    frame = build_features(ev, cust, cut, cfg)
-    path = _write(frame, out_path)
-    out.print(f"{len(frame):,} customers x {frame.shape[1] - 2} features at {cut} in {time.perf_counter() - t0:.2f} s -> {path}", highlight=False)
+    frame = project.features(data, cut)
+    line = _write(frame, out_path, "features")
+    n_features = sum(c not in FRAME_EXTRAS for c in frame.columns)
+    out.print(f"{len(frame):,} customers x {n_features} features at {cut} in {time.perf_counter() - t0:.2f} s. {line}",
+              highlight=False)
 
 
 @app.command("training-set")
@@ -228,49 +210,47 @@ def training_set_cmd(
     events: EventsOpt,
     out_path: Annotated[str, typer.Option("--out", help="Output .parquet or .csv.")],
     customers: CustomersOpt = None,
-    data_end: Annotated[Optional[str], typer.Option("--data-end", help="End of observation (default: just after the last event).")] = None,
-    as_of: AsOfOpt = None,
+    data_end: Annotated[Optional[str], typer.Option("--data-end", help=f"End of observation, exclusive ({TIME_HELP}; default: just after the last event).")] = None,
+    as_of: AsOfOpt = "now",
     config: ConfigOpt = None,
 ) -> None:
     """Build (customer, cutoff) rows with features and labels over the snapshot schedule."""
-    cfg = _config(config)
-    ev, cust, summary = _load(events, customers, cfg, as_of)
-    _print_summary(summary)
-    table = _training_set(ev, cust, cfg, data_end)
-    path = _write(table, out_path)
-    _print_training_summary(table, cfg)
-    out.print(f"training set -> {path}", highlight=False)
+    project = _project(config)
+    data = project.load(events, customers, as_of=_extracted(as_of))
+    _print_summary(data.summary)
+    training_set = _training_set(project, data, data_end)
+    line = _write(training_set.frame, out_path, "training set")
+    _print_training_summary(training_set.frame)
+    out.print(f"training set: {line}", highlight=False)
 
 
-def _training_set(ev, cust, cfg, data_end):
-    from funnelcast.features.snapshots import build_training_set
-
+def _training_set(project, data, data_end):
     with _progress() as bar:
         task = bar.add_task("building training set (cutoffs)", total=None)
-        return build_training_set(
-            ev, cust, cfg, data_end=data_end, progress=lambda done, total: bar.update(task, completed=done, total=total)
-        )
+        return project.training_set(data, data_end=data_end,
+                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
-def _print_training_summary(table, cfg) -> None:
+def _print_training_summary(table) -> None:
     import pandas as pd
 
-    stats = table.groupby("stage", observed=False).agg(
-        rows=("customer_id", "size"),
-        customers=("customer_id", "nunique"),
-        convert_rows=("convert_label", "count"),
-        convert_rate=("convert_label", lambda s: s.astype("Float64").mean()),
-        churn_rows=("churn_label", "count"),
-        churn_rate=("churn_label", lambda s: s.astype("Float64").mean()),
-    )
+    def rate(s):
+        return s.astype("Float64").mean()
+
+    aggregations = {"rows": ("customer_id", "size"), "customers": ("customer_id", "nunique")}
+    for name, target in TARGETS.items():
+        aggregations[f"{name}_rows"] = (target.label, "count")
+        aggregations[f"{name}_rate"] = (target.label, rate)
+    stats = table.groupby("stage", observed=False).agg(**aggregations)
     t = Table(title=f"training set: {len(table):,} rows, {table['customer_id'].nunique():,} customers, {table['cutoff'].nunique()} cutoffs")
     t.add_column("stage at cutoff")
-    for col in ("rows", "customers", "convert rows", "convert rate", "churn rows", "churn rate"):
+    for col in ("rows", "customers", *(f"{name} {what}" for name in TARGETS for what in ("rows", "rate"))):
         t.add_column(col, justify="right")
     for stage, r in stats.iterrows():
-        def rate(x):
-            return "-" if pd.isna(x) else f"{x:.1%}"
-        t.add_row(str(stage), f"{r.rows:,}", f"{r.customers:,}", f"{r.convert_rows:,}", rate(r.convert_rate), f"{r.churn_rows:,}", rate(r.churn_rate))
+        cells = [f"{r['rows']:,}", f"{r['customers']:,}"]
+        for name in TARGETS:
+            cells += [f"{r[f'{name}_rows']:,}", "-" if pd.isna(r[f"{name}_rate"]) else f"{r[f'{name}_rate']:.1%}"]
+        t.add_row(str(stage), *cells)
     out.print(t)
 
 
@@ -282,31 +262,11 @@ MlflowDirOpt = Annotated[
 ]
 
 
-def _find_truth(events: str, truth: str | None):
-    """The simulator's truth table: --truth, else truth.parquet (or .csv) beside a local events file or folder."""
-    from funnelcast.features.events import read_table
-
-    if truth is not None:
-        if "://" not in truth and not Path(truth).exists():
-            raise UserError(f"--truth {truth!r} does not exist")
-        return read_table(truth)[0]
-    if "://" in events:
-        return None
-    candidates = [Path(events).parent / f"truth.{ext}" for ext in ("parquet", "csv")]
-    path = next((c for c in candidates if c.exists()), None)
-    return None if path is None else read_table(path)[0]
-
-
-def _train(table, cfg, *, truth, events, customers, tracking_uri, mlflow_dir, report_dir, force, tune):
-    from funnelcast.training.train import train
-
+def _train(project, data, *, training_set=None, report_dir, force=False, tune=0):
     with _progress() as bar:
         task = bar.add_task("training", total=None)
-        return train(
-            table, cfg, truth=truth, events=events, customers=customers, tracking_uri=tracking_uri, home=mlflow_dir,
-            report_dir=report_dir, force=force, tune_trials=tune,
-            progress=lambda message: bar.update(task, description=message),
-        )
+        return project.train(data, training_set=training_set, report_dir=report_dir, force=force, tune=tune,
+                             progress=lambda message: bar.update(task, description=message))
 
 
 def _print_training_result(result) -> None:
@@ -350,8 +310,8 @@ def train_cmd(
     events: EventsOpt,
     customers: CustomersOpt = None,
     truth: Annotated[Optional[str], typer.Option("--truth", help="Simulator truth table (default: truth.parquet beside the events).")] = None,
-    data_end: Annotated[Optional[str], typer.Option("--data-end", help="End of observation (default: just after the last event).")] = None,
-    as_of: AsOfOpt = None,
+    data_end: Annotated[Optional[str], typer.Option("--data-end", help=f"End of observation, exclusive ({TIME_HELP}; default: just after the last event).")] = None,
+    as_of: AsOfOpt = "now",
     tune: Annotated[int, typer.Option("--tune", min=0, help="Optuna trials on the latest fold's validation cutoffs (0: no tuning).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Make the new models champions whatever the comparison says.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object keyed by target.")] = False,
@@ -361,14 +321,12 @@ def train_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Backtest, calibrate and register conversion and churn models; print their metrics."""
-    cfg = _config(config)
-    ev, cust, summary = _load(events, customers, cfg, as_of)
-    truth_frame = _find_truth(events, truth)
+    project = _project(config, tracking_uri, mlflow_dir)
+    data = project.load(events, customers, as_of=_extracted(as_of), truth=truth or "auto")
     if not as_json:
-        _print_summary(summary)
-    table = _training_set(ev, cust, cfg, data_end)
-    result = _train(table, cfg, truth=truth_frame, events=ev, customers=cust, tracking_uri=tracking_uri,
-                    mlflow_dir=mlflow_dir, report_dir=report_dir, force=force, tune=tune)
+        _print_summary(data.summary)
+    training_set = _training_set(project, data, data_end)
+    result = _train(project, data, training_set=training_set, report_dir=report_dir, force=force, tune=tune)
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
         return
@@ -387,58 +345,46 @@ def demo_cmd(
 ) -> None:
     """The main job on simulated data: simulate, validate, check readiness, build the training set,
     train and register conversion and churn models, and compare them with the oracle and baselines."""
-    from funnelcast.features.events import read_customers, read_events
-    from funnelcast.features.readiness import assess
     from funnelcast.features.simulate import simulate
 
-    cfg = _config(config)
+    project = _project(config, tracking_uri, out_dir / "mlruns" if mlflow_dir is None and tracking_uri is None else mlflow_dir)
     t0 = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task(f"simulating {customers:,} customers", total=None)
-        sim = simulate(customers, cfg, seed=seed, progress=lambda d, n: bar.update(task, completed=d, total=n))
+        sim = simulate(customers, project.config, seed=seed, progress=lambda d, n: bar.update(task, completed=d, total=n))
     paths = sim.write(out_dir / "sim")
     out.print(f"[bold]1. simulated[/] {customers:,} customers, {len(sim.events):,} events -> {out_dir / 'sim'}", highlight=False)
     # Read back through the real contract, as a user's data would be.
-    ev, summary = read_events(paths["events"], cfg, as_of=sim.end)
-    cust, _ = read_customers(paths["customers"], cfg)
+    data = project.load(paths["events"], paths["customers"], as_of=sim.end, truth=sim.truth)
     out.print("[bold]2. validated[/]", highlight=False)
-    _print_summary(summary)
-    report = assess(ev, cfg, customers=cust, summary=summary, data_end=sim.end)
+    _print_summary(data.summary)
+    report = project.check(data, data_end=sim.end)
     out.print("[bold]3. readiness[/]", highlight=False)
     for t in report.targets:
         out.print(f"  {t.target}: {t.verdict} ({t.rows:,} labelled rows, {t.positives:,} positives)", highlight=False)
-    table = _training_set(ev, cust, cfg, sim.end)
-    path = _write(table, str(out_dir / "training_set.parquet"))
+    training_set = _training_set(project, data, sim.end)
+    line = _write(training_set.frame, str(out_dir / "training_set.parquet"), "training set")
     out.print("[bold]4. training set[/]", highlight=False)
-    _print_training_summary(table, cfg)
-    out.print(f"training set -> {path}; truth (true probabilities) -> {paths['truth']}", highlight=False)
+    _print_training_summary(training_set.frame)
+    out.print(f"training set: {line} Truth (true probabilities) -> {paths['truth']}", highlight=False)
     out.print("[bold]5. trained, calibrated and registered[/] (oracle = the simulator's true probability given each "
               "customer's event history: the best a model of the log can score)", highlight=False)
-    result = _train(table, cfg, truth=sim.truth, events=ev, customers=cust, tracking_uri=tracking_uri,
-                    mlflow_dir=out_dir / "mlruns" if mlflow_dir is None else mlflow_dir,
-                    report_dir=out_dir / "report", force=False, tune=0)
+    result = _train(project, data, training_set=training_set, report_dir=out_dir / "report")
     _print_training_result(result)
     if result.tracking_uri.startswith("sqlite:///"):
         out.print(f"browse runs and the registry: mlflow ui --backend-store-uri {result.tracking_uri}", highlight=False)
-    _demo_scores(out_dir, ev, cust, paths, sim.end, result.tracking_uri)
+    _demo_scores(project, data, out_dir, paths, sim.end, result.tracking_uri)
     out.print(f"done in {time.perf_counter() - t0:.0f} s", highlight=False)
 
 
-def _demo_scores(out_dir: Path, ev, cust, paths: dict, as_of, uri: str) -> None:
+def _demo_scores(project, data, out_dir: Path, paths: dict, as_of, uri: str) -> None:
     """The demo's last steps: batch scores and the outreach list from the champions, and how to serve them."""
-    from funnelcast.serving.scoring import CustomerBase, Scorer, source_arrays
-    from funnelcast.serving.sinks import write_table
-
-    scorer = Scorer.from_registry(tracking_uri=uri)
-    arrays = source_arrays(ev, cust, scorer.config)
-    t = scorer.as_of_ns(as_of.isoformat())
-    base = CustomerBase(scorer, arrays, cust, t, reasons=True, threads=_threads())
+    base = project.customer_base(data, as_of=as_of, reasons=True)
     scores = base.table
-    report = write_table(scores, out_dir / "scores.parquet", what="scores")
-    out.print(f"[bold]6. scored[/] every customer as of {as_of}: {report.line()}", highlight=False)
+    out.print(f"[bold]6. scored[/] every customer as of {as_of}: {_write(scores, str(out_dir / 'scores.parquet'), 'scores')}",
+              highlight=False)
     ranked, _ = base.outreach(500)
-    report = write_table(ranked, out_dir / "outreach.csv", what="outreach")
-    out.print(f"[bold]7. outreach list[/]: {report.line()}", highlight=False)
+    out.print(f"[bold]7. outreach list[/]: {_write(ranked, str(out_dir / 'outreach.csv'), 'outreach')}", highlight=False)
     _print_outreach(ranked)
     events = paths["events"].resolve()
     customers = paths["customers"].resolve()
@@ -451,70 +397,38 @@ def _demo_scores(out_dir: Path, ev, cust, paths: dict, as_of, uri: str) -> None:
               f"-H 'Content-Type: application/json' -d '{{\"customer_ids\": [\"{example}\"]}}'", highlight=False, soft_wrap=True)
 
 
-
 # ---- scoring -------------------------------------------------------------------------------------
-
-def _scorer(config: Path | None, tracking_uri: str | None, mlflow_dir: Path | None):
-    from funnelcast.serving.scoring import Scorer
-
-    return Scorer.from_registry(_config(config) if config else None, tracking_uri=tracking_uri, home=mlflow_dir)
-
-
-def _scoring_input(events: str, customers: str | None, scorer, as_of: str | None):
-    """(event arrays, customers, as-of ns): events at or after ``as_of`` stay in the source but out of view, counted."""
-    from funnelcast.features.events import read_customers, read_events
-    from funnelcast.serving.scoring import ScoringError, source_arrays
-
-    cfg = scorer.config
-    try:
-        t = scorer.as_of_ns(as_of)
-    except ScoringError as exc:
-        raise UserError(f"--as-of: {exc}") from None
-    ev, summary = read_events(events, cfg)
-    _print_summary(summary)
-    later = int((ev["timestamp"].to_numpy(dtype="datetime64[ns]").view("int64") >= t).sum())
-    if later:
-        out.print(f"  not visible at the as-of time (at or after it): {later:,} events", highlight=False)
-    cust = read_customers(customers, cfg)[0] if customers is not None else None
-    return source_arrays(ev, cust, cfg), cust, t
-
 
 def _customer_base(events: str, customers: str | None, as_of: str | None, config: Path | None,
                    tracking_uri: str | None, mlflow_dir: Path | None, *, reasons: bool):
     """Every customer of the source scored by the champions at ``as_of`` (reasons for every row, or on demand)."""
-    from funnelcast.serving.scoring import CustomerBase
-
-    scorer = _scorer(config, tracking_uri, mlflow_dir)
-    arrays, cust, t = _scoring_input(events, customers, scorer, as_of)
+    project = _project(config, tracking_uri, mlflow_dir)
+    scorer = project.scorer()  # first: no champion, no reading of the source
+    data = project.load(events, customers, config=scorer.config)
+    _print_summary(data.summary)
+    n = data.events["customer_id"].nunique() if data.customers is None else None
     with _progress() as bar:
-        task = bar.add_task(f"scoring {arrays.n_customers:,} customers", total=arrays.n_customers)
-        return CustomerBase(scorer, arrays, cust, t, reasons=reasons, threads=_threads(),
-                            progress=lambda done, total: bar.update(task, completed=done))
-
-
-def _threads() -> int:
-    from funnelcast.training.model import training_threads
-
-    return training_threads() or 0
+        task = bar.add_task("scoring customers", total=n)
+        base = project.customer_base(data, as_of=as_of, reasons=reasons, scorer=scorer,
+                                     progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if base.events_after_as_of:
+        out.print(f"  not visible at the as-of time (at or after it): {base.events_after_as_of:,} events", highlight=False)
+    return base
 
 
 def _sink(frame, destination: str, what: str, state_dir: Path | None) -> None:
     from funnelcast.serving.sinks import write_table
 
-    headers = {}
-    key = os.environ.get("FUNNELCAST_WEBHOOK_TOKEN", "").strip()
-    if key and destination.startswith(("http://", "https://")):
-        headers["Authorization"] = f"Bearer {key}"
     with _progress() as bar:
         task = bar.add_task(f"writing {what}", total=len(frame))
-        report = write_table(frame, destination, what=what, state_dir=state_dir, headers=headers,
+        report = write_table(frame, destination, what=what, state_dir=state_dir,
                              progress=lambda done, total: bar.update(task, completed=done))
     out.print(report.line(), highlight=False)
 
 
 OutOpt = Annotated[str, typer.Option("--out", help="Parquet/CSV path, SQL URL with '#table', or an http(s) webhook URL.")]
 StateOpt = Annotated[Optional[Path], typer.Option("--state-dir", help="Webhook delivery state, for resuming (default .funnelcast/webhook-state).")]
-ScoreAsOfOpt = Annotated[Optional[str], typer.Option("--as-of", help="Score as of this time (UTC unless it has an offset); events at or after it are not seen. Default: now.")]
+ScoreAsOfOpt = Annotated[Optional[str], typer.Option("--as-of", help=f"Score as of this time ({TIME_HELP}); events at or after it are not seen. Default: now.")]
 
 
 def _print_outreach(ranked, n: int = 10) -> None:
@@ -592,8 +506,7 @@ def serve_cmd(
         raise UserError("FUNNELCAST_API_KEY is not set: every request must carry 'Authorization: Bearer <key>'. "
                         "Set it, or pass --insecure to serve without a key on a machine only you can reach")
     uri = resolve_uri(tracking_uri, mlflow_dir)[0]
-    scorer = _scorer(config, uri, None)  # refuses to start, naming the store and model, without champions
-    del scorer
+    _project(config, uri).scorer()  # refuses to start, naming the store and model, without champions
     env = dict(os.environ, FUNNELCAST_EVENTS=events, MLFLOW_TRACKING_URI=uri, FUNNELCAST_INSECURE="1" if insecure else "0")
     for name, value in (("FUNNELCAST_CUSTOMERS", customers), ("FUNNELCAST_AS_OF", as_of),
                         ("FUNNELCAST_CONFIG", str(config.resolve()) if config else None)):

@@ -1,13 +1,14 @@
 """Per-prediction feature contributions by path attribution, cheap enough for every request and every batch row.
 
-TreeSHAP (LightGBM's ``pred_contrib``) costs ~6.6 ms per row here: an hour for a million customers.
-Path attribution ("Saabas") walks each tree's root→leaf path once, at load time, and credits every
-split on it with ``value(child) − value(parent)`` for the split's feature. A row's contributions are
-then the sum, over trees, of the per-leaf credits of the leaves it lands in: a sparse matrix product,
-~0.1 ms per row. They add up exactly to the raw score minus :attr:`PathAttribution.bias` (the sum of
-the trees' root values), so they explain the same log-odds the model scored; TreeSHAP's differ by a
-constant base and by how interactions are shared, and :func:`agreement` measures how often the two
-pick the same top reasons.
+TreeSHAP (LightGBM's ``pred_contrib``) costs 0.22–0.34 ms per row for the models trained on the
+default simulation (``make bench``; ~6.6 ms for the larger model of ``shared/PERF-NOTES.md``): minutes
+to an hour for a million customers. Path attribution ("Saabas") walks each tree's root→leaf path
+once, at load time, and credits every split on it with ``value(child) − value(parent)`` for the
+split's feature. A row's contributions are then the sum, over trees, of the per-leaf credits of the
+leaves it lands in: a sparse matrix product, ~0.01 ms per row in a batch. They add up exactly to the
+raw score minus :attr:`PathAttribution.bias` (the sum of the trees' root values), so they explain the
+same log-odds the model scored; TreeSHAP's differ by a constant base and by how interactions are
+shared, and :func:`agreement` measures how often the two pick the same top reasons.
 """
 
 from __future__ import annotations

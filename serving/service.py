@@ -14,7 +14,7 @@ builds the service in its own worker process:
 ``FUNNELCAST_INSECURE=1``        serve without a key (local use only; ``funnelcast serve --insecure``)
 ===============================  ==========================================================
 
-Latency choices (``../shared/PERF-NOTES.md``, measured by ``bench/bench_serving.py``): ``async``
+Latency choices (measured by ``bench/bench_serving.py``; the README's Performance section): ``async``
 APIs, access log and metrics off, tracing skipped for the API routes, uvicorn on httptools + uvloop
 (installed with funnelcast; uvicorn picks them up), answers encoded by pydantic-core and returned as
 finished responses, one LightGBM thread per request (its single-row C API for one customer), and
@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 from starlette.responses import Response
 
-from funnelcast.serving.scoring import CustomerBase, Scorer, ScoringError, iso_utc, source_arrays
+from funnelcast.features.errors import FunnelcastError
+from funnelcast.serving.scoring import iso_utc
 
 MAX_IDS = 1000
 MAX_EVENTS = 10_000
@@ -144,25 +145,21 @@ class Funnelcast:
     """Next-stage conversion and churn scores, with reasons, for CRM systems."""
 
     def __init__(self) -> None:
-        from funnelcast.features.events import read_customers, read_events
-        from funnelcast.features.funnel import load_config
+        from funnelcast.project import Project
 
         if _setting("FUNNELCAST_API_KEY") is None and _setting("FUNNELCAST_INSECURE") != "1":
             raise RuntimeError("FUNNELCAST_API_KEY is not set; set it, or start with --insecure for local use only")
         events = _setting("FUNNELCAST_EVENTS")
         if events is None:
             raise RuntimeError("FUNNELCAST_EVENTS names no event source")
-        config_path = _setting("FUNNELCAST_CONFIG")
-        self.scorer = Scorer.from_registry(load_config(config_path) if config_path else None,
-                                           home=_setting("FUNNELCAST_MLFLOW_DIR"))
-        cfg = self.scorer.config
-        ev, summary = read_events(events, cfg)
-        customers = read_customers(_setting("FUNNELCAST_CUSTOMERS"), cfg)[0] if _setting("FUNNELCAST_CUSTOMERS") else None
-        arrays = source_arrays(ev, customers, cfg)
-        del ev
-        self.as_of = self.scorer.as_of_ns(_setting("FUNNELCAST_AS_OF"))
-        self.base = CustomerBase(self.scorer, arrays, customers, self.as_of)
-        self.source = {"events": summary.as_dict(), "customers": int(arrays.n_customers)}
+        # One LightGBM/feature thread per request: the event loop's requests share the cores.
+        project = Project(_setting("FUNNELCAST_CONFIG"), mlflow_dir=_setting("FUNNELCAST_MLFLOW_DIR"), threads=1)
+        self.scorer = project.scorer()
+        data = project.load(events, _setting("FUNNELCAST_CUSTOMERS"), config=self.scorer.config)
+        self.base = project.customer_base(data, as_of=_setting("FUNNELCAST_AS_OF"), scorer=self.scorer)
+        self.as_of = self.base.as_of
+        self.source = {"events": data.summary.as_dict(), "customers": int(self.base.arrays.n_customers)}
+        del data  # the validated frames: the service keeps only the encoded arrays
         self.info = self._model_info()
         # The loaded models and arrays are long-lived: keep the collector from walking them (tail latency).
         gc.collect()
@@ -177,7 +174,7 @@ class Funnelcast:
             models[target] = {k: v for k, v in info.items() if k != "input_hash"}
         return {"models": models, "tracking_uri": tracking.tracking_uri(), "funnel": self.scorer.config.name,
                 "config_data_hash": self.scorer.config.data_hash(), "population_as_of": iso_utc(self.as_of),
-                "population": {"customers": self.source["customers"], "scored_for_churn": len(self.base.population.sorted_churn)},
+                "population": {"customers": self.source["customers"], "scored_for_churn": len(self.base.population.sorted_risk)},
                 "event_source": self.source["events"]}
 
     @bentoml.api(route="/score", input_spec=ScoreRequest)
@@ -188,7 +185,7 @@ class Funnelcast:
             return _bad_request(f"customer_ids holds {len(customer_ids):,} ids; at most {limit:,} per request")
         try:
             t = self.as_of if as_of is None else self.scorer.as_of_ns(as_of)
-        except ScoringError as exc:
+        except FunnelcastError as exc:
             return _bad_request(str(exc))
         scored, unknown = self.base.score_ids(customer_ids, t)
         return _json({"results": self.scorer.records(scored, self.base.population), "unknown": unknown})
@@ -200,7 +197,7 @@ class Funnelcast:
         try:
             result = self.scorer.score_payload([e.__dict__ for e in events], customer, customer_id, as_of,
                                                self.base.population)
-        except ScoringError as exc:
+        except FunnelcastError as exc:
             return _bad_request(str(exc))
         return _json(result)
 
@@ -211,7 +208,7 @@ class Funnelcast:
             return _bad_request(f"top {top:,} is over serving.max_outreach ({self.scorer.config.serving.max_outreach:,})")
         try:
             ranked, explained = self.base.outreach(top, stage, segment)
-        except ScoringError as exc:
+        except FunnelcastError as exc:
             return _bad_request(str(exc))
         rows = self.scorer.records(explained, self.base.population)
         segments = ranked["segment"].tolist() if "segment" in ranked.columns else [None] * len(rows)

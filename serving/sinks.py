@@ -46,9 +46,12 @@ import numpy as np
 import pandas as pd
 import tenacity
 
+from funnelcast.features.errors import FunnelcastError
 from funnelcast.features.events import EventDataError, SqlSource, _redact, parse_source
 
 DEFAULT_STATE_DIR = Path(".funnelcast") / "webhook-state"
+WEBHOOK_TOKEN_ENV = "FUNNELCAST_WEBHOOK_TOKEN"
+"""A bearer token for webhooks, sent as ``Authorization: Bearer <token>`` unless ``headers`` carry one."""
 FILE_KINDS = {".parquet": "Parquet", ".pq": "Parquet", ".csv": "CSV"}
 RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
 _MAX_WAIT_SECONDS = 60.0
@@ -57,8 +60,10 @@ _MAX_WAIT_SECONDS = 60.0
 _TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
-class SinkError(ValueError):
+class SinkError(FunnelcastError, ValueError):
     """A destination that cannot take the rows; the message names it (credentials redacted) and why."""
+
+    kind = "destination"
 
 
 @dataclass(frozen=True)
@@ -99,16 +104,21 @@ def write_table(
 
     ``what`` names the table in webhook bodies and keys; ``batch_rows``, ``state_dir``, ``timeout``
     (seconds per request), ``max_attempts``, ``backoff_seconds`` (first wait) and ``headers`` (e.g.
-    ``Authorization``) apply to webhooks only. ``progress(done_rows, total_rows)`` is called after
+    ``Authorization``; by default a bearer token from ``$FUNNELCAST_WEBHOOK_TOKEN`` where it is set)
+    apply to webhooks only. ``progress(done_rows, total_rows)`` is called after
     each batch. Raises :class:`SinkError` when the destination cannot take the rows.
     """
     spec = str(out)
     if spec.lower().startswith(("http://", "https://")):
         if batch_rows < 1 or max_attempts < 1:
             raise SinkError(f"batch_rows and max_attempts must be at least 1, got {batch_rows} and {max_attempts}")
+        headers = dict(headers or {})
+        token = os.environ.get(WEBHOOK_TOKEN_ENV, "").strip()
+        if token and not any(k.lower() == "authorization" for k in headers):
+            headers["Authorization"] = f"Bearer {token}"
         return _write_webhook(
             frame, spec, what=what, batch_rows=batch_rows, state_dir=Path(state_dir or DEFAULT_STATE_DIR),
-            timeout=timeout, max_attempts=max_attempts, backoff_seconds=backoff_seconds, headers=headers or {},
+            timeout=timeout, max_attempts=max_attempts, backoff_seconds=backoff_seconds, headers=headers,
             progress=progress,
         )
     try:

@@ -62,18 +62,31 @@ def postgres_table(postgres_url: str):
 
 @pytest.fixture(scope="session")
 def small_sim(config):
-    """A 4,000-customer simulation with truth: big enough for every target to train, small enough to be quick."""
+    """A 4,000-customer simulation with truth: big enough for every target to train, small enough to be quick.
+
+    Its customers table gets a numeric attribute, ``employees`` (seeded noise, missing for a tenth of the
+    customers), beside the simulator's categorical and date ones: every kind of attribute reaches the models
+    the tests train and serve."""
+    import numpy as np
+
     from funnelcast.features.simulate import simulate
 
-    return simulate(4000, config, seed=11)
+    sim = simulate(4000, config, seed=11)
+    rng = np.random.default_rng(11)
+    employees = np.round(rng.lognormal(3.0, 1.2, len(sim.customers)))
+    employees[rng.random(len(employees)) < 0.1] = np.nan
+    sim.customers["employees"] = employees
+    return sim
 
 
 @pytest.fixture(scope="session")
 def small_table(small_sim, config):
-    """The training set of :func:`small_sim`."""
-    from funnelcast.features.snapshots import build_training_set
+    """The training set (:class:`~funnelcast.features.snapshots.TrainingSet`) of :func:`small_sim`, built
+    through the public API as a user's would be."""
+    from funnelcast import Project
 
-    return build_training_set(small_sim.events, small_sim.customers, config, data_end=small_sim.end)
+    project = Project(config, threads=1)
+    return project.training_set(project.load(small_sim.events, small_sim.customers), data_end=small_sim.end)
 
 
 @pytest.fixture(scope="session")
@@ -81,14 +94,13 @@ def served_models(small_sim, small_table, tmp_path_factory):
     """Champion models for :func:`small_sim` in an embedded MLflow store of their own (one fold, quick
     boosting: enough to serve and to explain, not to judge quality). Returns (home dir, sim dir,
     training result); the simulation is written to ``sim_dir`` as events.parquet/customers.parquet."""
-    from funnelcast.features.funnel import FunnelConfig
-    from funnelcast.training.train import train
+    from funnelcast import FunnelConfig, Project
 
     home = tmp_path_factory.mktemp("served-mlruns")
     raw = load_config().model_dump(mode="json")
     raw["training"] |= {"folds": 1, "validation_cutoffs": 1, "lightgbm": {"learning_rate": 0.1, "num_leaves": 15}}
-    cfg = FunnelConfig.model_validate(raw)
-    result = train(small_table, cfg, home=home, report_dir=home / "report")
+    project = Project(FunnelConfig.model_validate(raw), mlflow_dir=home, threads=1)
+    result = project.train(small_table, report_dir=home / "report")
     sim_dir = tmp_path_factory.mktemp("served-sim")
     small_sim.write(sim_dir)
     return home, sim_dir, result

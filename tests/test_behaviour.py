@@ -14,15 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from funnelcast.features.behaviour import (
-    DAY_NS,
-    EventArrays,
-    build_features,
-    compute_features,
-    cutoff_ns,
-    feature_spec,
-)
-from funnelcast.features.events import validate_customers, validate_events
+from funnelcast.features.behaviour import compute_features, feature_spec
+from funnelcast.features.events import EventArrays, validate_customers, validate_events
+from funnelcast.features.snapshots import FRAME_EXTRAS, build_features
+from funnelcast.features.timestamps import DAY_NS, stated_ns
 from funnelcast.features.funnel import load_config
 
 try:  # tests/ is on sys.path under pytest's default import mode
@@ -64,7 +59,13 @@ def canonical(rows: list[tuple], config=CONFIG) -> pd.DataFrame:
     return validate_events(raw_frame(rows), config)[0]
 
 
+def without_extras(frame: pd.DataFrame) -> pd.DataFrame:
+    """A feature frame's ids, cutoff and model columns (not the stage and eligibility columns it also carries)."""
+    return frame[[c for c in frame.columns if c not in FRAME_EXTRAS or c in ("customer_id", "cutoff")]]
+
+
 def assert_matches_reference(got: pd.DataFrame, ref: pd.DataFrame, std_atol: float = 1e-9) -> None:
+    got = without_extras(got)
     assert list(got["customer_id"]) == list(ref["customer_id"])
     assert list(got.columns) == list(ref.columns)
     assert (got["cutoff"] == ref["cutoff"]).all()
@@ -204,7 +205,8 @@ def test_golden_rows(golden_events, config):
     frame = build_features(golden_events, None, T, config)
     assert list(frame["customer_id"]) == ["alice", "bob", "carol", "erin"]  # dave has nothing before T
     assert (frame["cutoff"] == T).all()
-    assert list(frame.columns[2:]) == list(feature_spec(config).columns)
+    assert list(without_extras(frame).columns[2:]) == list(feature_spec(config).columns)
+    assert list(frame.columns[-3:]) == ["stage", "convert_eligible", "churn_eligible"]
     got = frame.set_index("customer_id")
     for cid, expected in GOLDEN.items():
         for name, value in expected.items():
@@ -240,7 +242,16 @@ def test_naive_cutoff_is_utc(golden_events, config):
     c = build_features(golden_events, None, pd.Timestamp("2024-03-01 01:00", tz="Europe/Berlin"), config)
     pd.testing.assert_frame_equal(a, b)
     pd.testing.assert_frame_equal(b, c)
-    assert cutoff_ns("2024-03-01") == T.value
+    assert stated_ns("2024-03-01", None, "cutoff") == T.value
+
+
+def test_naive_cutoff_is_the_source_timezone_where_the_config_has_one(golden_events, config):
+    """One rule for stated times: a naive cutoff is local time in source_timezone (else UTC, above)."""
+    berlin = config.model_copy(update={"source_timezone": "Europe/Berlin"})
+    a = build_features(golden_events, None, "2024-03-01 01:00", berlin)
+    b = build_features(golden_events, None, T, config)
+    assert (a["cutoff"] == T).all()
+    pd.testing.assert_frame_equal(without_extras(a), without_extras(b))
 
 
 def test_std_of_gaps_is_exact(config):
@@ -406,7 +417,7 @@ def test_input_row_order_never_matters(log, rnd):
 # ---- single customer, chunks -------------------------------------------------------------------
 
 def check_single_and_chunks(events: pd.DataFrame, cutoff) -> None:
-    t = cutoff_ns(cutoff)
+    t = stated_ns(cutoff, None, "cutoff")
     arrays = EventArrays.from_frame(events, CONFIG)
     batch = compute_features(arrays, t, SPEC)
     for chunk in (1, 2, 5):
@@ -450,7 +461,7 @@ def test_customers_table_attributes_and_customers_without_events(golden_events, 
     frame = build_features(golden_events, customers, T, config)
     assert list(frame["customer_id"]) == ["alice", "bob", "carol", "dave", "erin", "eve"]
     assert "signup_date" not in frame.columns
-    assert list(frame.columns[-3:]) == ["days_since_signup_date", "plan", "seats"]
+    assert list(without_extras(frame).columns[-3:]) == ["days_since_signup_date", "plan", "seats"]
     got = frame.set_index("customer_id")
     assert got.at["alice", "days_since_signup_date"] == 30  # 2024 is a leap year: Jan 31 -> Mar 1
     assert math.isnan(got.at["bob", "days_since_signup_date"])  # exactly at the cutoff: not yet
@@ -472,7 +483,7 @@ def test_customers_table_attributes_and_customers_without_events(golden_events, 
     ref = reference_features(golden_events, T, config, customers=customers)
     behaviour = list(ref.columns[:-3])
     assert_matches_reference(frame[behaviour], ref[behaviour])
-    assert list(frame.columns) == list(ref.columns)
+    assert list(without_extras(frame).columns) == list(ref.columns)
     np.testing.assert_allclose(frame["days_since_signup_date"], ref["days_since_signup_date"], equal_nan=True)
 
 

@@ -163,7 +163,7 @@ def test_bad_input_exits_nonzero_with_one_paragraph(tmp_path, content, expect):
     [
         (["check", "--events", "/nonexistent/events.parquet"], "no such file"),
         (["check", "--events", "sqlite:///nowhere.db"], "names no table"),
-        (["features", "--events", "x.parquet", "--cutoff", "not-a-date", "--out", "o.parquet"], "not a date"),
+        (["features", "--events", "x.parquet", "--cutoff", "not-a-date", "--out", "o.parquet"], "--cutoff 'not-a-date' is not an ISO 8601 date"),
         (["check", "--events", "x.parquet", "--config", "/nonexistent.yaml"], "does not exist"),
     ],
 )
@@ -182,12 +182,13 @@ def test_bad_config_names_the_field(tmp_path, simdir):
 
 
 def test_truth_is_found_beside_the_events_in_either_format(tmp_path):
-    from funnelcast.cli import UserError, _find_truth
+    from funnelcast import EventDataError, Project, find_truth
 
     (tmp_path / "events.csv").write_text("customer_id,timestamp,event_type\n")
-    assert _find_truth(str(tmp_path / "events.csv"), None) is None
+    assert find_truth(str(tmp_path / "events.csv")) is None
     pd.DataFrame({"customer_id": ["a"], "cutoff": ["2024-01-01T00:00:00Z"], "p_churn": [0.1]}).to_csv(tmp_path / "truth.csv", index=False)
-    assert list(_find_truth(str(tmp_path / "events.csv"), None)["customer_id"]) == ["a"]
-    assert _find_truth("sqlite:///crm.db#events", None) is None
-    with pytest.raises(UserError, match="--truth .* does not exist"):
-        _find_truth(str(tmp_path / "events.csv"), str(tmp_path / "nope.parquet"))
+    assert list(find_truth(str(tmp_path / "events.csv"))["customer_id"]) == ["a"]
+    assert find_truth("sqlite:///crm.db#events") is None
+    events = pd.DataFrame({"customer_id": ["a"], "timestamp": ["2024-01-01T00:00:00Z"], "event_type": ["order"]})
+    with pytest.raises(EventDataError, match="truth table .*nope.parquet.*no such file"):
+        Project().load(events, truth=str(tmp_path / "nope.parquet"))

@@ -59,7 +59,7 @@ def canonical(rows: list[tuple], config: FunnelConfig = CONFIG) -> pd.DataFrame:
 
 
 def training(rows, config=CONFIG, cutoffs=(T,), data_end=END) -> pd.DataFrame:
-    return build_training_set(canonical(rows, config), None, config, cutoffs=list(cutoffs), data_end=data_end)
+    return build_training_set(canonical(rows, config), None, config, cutoffs=list(cutoffs), data_end=data_end).frame
 
 
 def labels(rows, config=CONFIG, cutoff=T, data_end=END) -> pd.DataFrame:
@@ -380,7 +380,7 @@ def test_labels_equal_reference_on_random_logs(config, rows, end_days):
         with pytest.raises(ValueError, match="no .customer, cutoff. row has a known label"):
             build_training_set(events, None, config, cutoffs=cutoffs, data_end=data_end)
         return
-    table = build_training_set(events, None, config, cutoffs=cutoffs, data_end=data_end)
+    table = build_training_set(events, None, config, cutoffs=cutoffs, data_end=data_end).frame
     got = {
         (r.customer_id, r.cutoff): (None if pd.isna(r.convert_label) else int(r.convert_label), None if pd.isna(r.churn_label) else int(r.churn_label))
         for r in table[["customer_id", "cutoff", "convert_label", "churn_label"]].itertuples(index=False)
@@ -504,7 +504,7 @@ def test_default_cutoffs_come_from_the_grid():
     rows = [("a", pd.Timestamp("2024-01-01 10:00", tz="UTC") + k * 7 * D, "search_visit", "search") for k in range(40)]
     rows += [("a", pd.Timestamp("2024-01-02", tz="UTC"), "order", "direct", 1.0)]
     events = canonical(rows)
-    table = build_training_set(events, None, CONFIG)
+    table = build_training_set(events, None, CONFIG).frame
     end = events["timestamp"].max() + NS
     grid = snapshot_cutoffs(events["timestamp"].min(), end, CONFIG)
     assert set(table["cutoff"]) <= set(grid)

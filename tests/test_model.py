@@ -1,6 +1,7 @@
 """The fitted target model and its baselines (training/model.py, training/baselines.py).
 
-Frame-to-matrix conversion and the column contract are checked on hand-built frames; the calibrator
+The input contract (features/model_input.py: kinds, vocabularies, the frame-to-matrix conversion) is
+checked on hand-built frames; the calibrator
 on samples from a known logistic model; LightGBM and the baselines on a small synthetic churn table
 whose generating probabilities are known, for reproducibility, invariance, direction and minimum
 functionality.
@@ -16,19 +17,12 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 
+from funnelcast.features.events import validate_customers
 from funnelcast.features.funnel import load_config
+from funnelcast.features.model_input import Attribute, ModelInput, SchemaError
 from funnelcast.training.baselines import RecencyFrequency, fit_logistic, predict_logistic
 from funnelcast.training.metrics import expected_calibration_error
-from funnelcast.training.model import (
-    PROBABILITY_FLOOR,
-    Calibrator,
-    SchemaError,
-    TargetModel,
-    categorical_vocabularies,
-    feature_columns,
-    fit_target_model,
-    to_matrix,
-)
+from funnelcast.training.model import PROBABILITY_FLOOR, Calibrator, TargetModel, fit_target_model
 
 FAST = {"n_estimators": 200, "learning_rate": 0.1, "min_child_samples": 40}
 PLAN_EFFECT = {"basic": 1.5, "plus": 0.0, "pro": -1.5}
@@ -62,29 +56,60 @@ def churn_table(rows: int, seed: int) -> pd.DataFrame:
     })
 
 
-# --- feature columns and vocabularies -------------------------------------------------------------
-
-def test_feature_columns_drop_ids_stage_and_labels_in_order() -> None:
-    table = churn_table(5, seed=0)
-    assert feature_columns(table) == ["days_since_last_activity", "count_activity_90d", "noise", "plan"]
+CHURN_INPUT = ModelInput(("days_since_last_activity", "count_activity_90d", "noise"),
+                         [Attribute("plan", "category", ("basic", "plus", "pro"))])
 
 
-def test_categorical_vocabularies_find_categoricals_and_strings_only() -> None:
-    frame = pd.DataFrame({
+def to_matrix(frame: pd.DataFrame, behaviour: list[str], categories: dict[str, list[str]]) -> np.ndarray:
+    """``frame``'s matrix under an input contract of ``behaviour`` numbers and category attributes."""
+    attributes = [Attribute(c, "category", tuple(v)) for c, v in categories.items()]
+    return ModelInput(behaviour, attributes).matrix_from_frame(frame)
+
+
+# --- the input contract: kinds and vocabularies ---------------------------------------------------
+
+def test_model_input_records_each_attributes_kind_from_the_validated_table() -> None:
+    config = load_config(None).model_copy(update={"source_timezone": "Europe/Berlin"})
+    raw = pd.DataFrame({
+        "customer_id": ["a", "b", "c"],
         "plan": pd.Categorical(["pro", "basic", "pro"], categories=["pro", "basic", "unused"]),
-        "channel": pd.Series(["web", None, "app"], dtype="string"),
-        "region": pd.Series(["north", "south", "north"], dtype=object),
-        "count": [1.0, np.nan, 3.0],
-        "visits": pd.array([1, None, 2], dtype="Int8"),
-        "is_trial": [True, False, True],
-        "ignored": ["a", "b", "c"],
+        "seats": [3, 1, 2],
+        "signup_date": ["2024-01-02", "2024-02-03", None],
+        "days_since_referral": [4.0, None, 10.0],  # a number, whatever its name says
     })
-    vocab = categorical_vocabularies(frame, ["plan", "channel", "region", "count", "visits", "is_trial"])
-    assert vocab == {
-        "plan": ["basic", "pro", "unused"],  # every declared category, sorted
-        "channel": ["app", "web"],           # missing values are not a category
-        "region": ["north", "south"],
-    }
+    customers, _ = validate_customers(raw, config)
+    model_input = ModelInput.fit(config, customers)
+    assert [(a.name, a.kind, a.categories) for a in model_input.attributes] == [
+        ("plan", "category", ("basic", "pro")),  # the values validation saw, sorted
+        ("seats", "number", ()),
+        ("signup_date", "date", ()),
+        ("days_since_referral", "number", ()),
+    ]
+    assert model_input.columns[-4:] == ("plan", "seats", "days_since_signup_date", "days_since_referral")
+    assert model_input.timezone == "Europe/Berlin" and model_input.config_hash == config.data_hash()
+    # JSON in, JSON out: nothing in it executes on load.
+    import json
+
+    again = ModelInput.from_dict(json.loads(json.dumps(model_input.to_dict())))
+    assert again == model_input and again.columns == model_input.columns
+
+
+@pytest.mark.parametrize(("column", "clash"), [
+    ("tenure_days", "a behaviour feature"),
+    ("stage", "a column funnelcast adds"),
+    ("churn_label", "a column funnelcast adds"),
+    ("convert_eligible", "a column funnelcast adds"),
+])
+def test_model_input_refuses_an_attribute_named_like_another_column(column: str, clash: str) -> None:
+    config = load_config(None)
+    customers, _ = validate_customers(pd.DataFrame({"customer_id": ["a"], column: [3.0]}), config)
+    with pytest.raises(SchemaError, match=f"attribute '{column}' clashes with {clash}"):
+        ModelInput.fit(config, customers)
+
+
+def test_model_input_refuses_two_attributes_with_one_feature_name() -> None:
+    with pytest.raises(SchemaError, match=r"attribute 'days_since_joined' clashes with the feature of attribute 'joined'"):
+        ModelInput(("count",), [Attribute("joined", "date"), Attribute("days_since_joined", "number")])
 
 
 # --- frame to matrix ------------------------------------------------------------------------------
@@ -97,13 +122,12 @@ def test_to_matrix_codes_categories_in_vocabulary_order() -> None:
         "channel": pd.Series(["web", "app", "app", None], dtype=object),
     })
     # The vocabulary's order, not the frame's category order, decides the codes.
-    vocab = {"plan": ["pro", "basic"], "channel": ["app", "web"]}
-    X = to_matrix(frame, ["plan", "count", "visits", "channel"], vocab)
+    X = to_matrix(frame, ["count", "visits"], {"plan": ["pro", "basic"], "channel": ["app", "web"]})
     expected = np.array([
-        [1.0, 2.0, 1.0, 1.0],
-        [0.0, np.nan, np.nan, 0.0],
-        [np.nan, 0.0, 3.0, 0.0],
-        [0.0, 5.5, 4.0, np.nan],
+        [2.0, 1.0, 1.0, 1.0],
+        [np.nan, np.nan, 0.0, 0.0],
+        [0.0, 3.0, np.nan, 0.0],
+        [5.5, 4.0, 0.0, np.nan],
     ])
     assert X.dtype == np.float64
     np.testing.assert_array_equal(X, expected)
@@ -111,7 +135,7 @@ def test_to_matrix_codes_categories_in_vocabulary_order() -> None:
 
 def test_to_matrix_unseen_categories_become_missing() -> None:
     frame = pd.DataFrame({"plan": pd.Categorical(["gold", "pro", "basic"]), "channel": ["fax", "web", "app"]})
-    X = to_matrix(frame, ["plan", "channel"], {"plan": ["basic", "pro"], "channel": ["app", "web"]})
+    X = to_matrix(frame, [], {"plan": ["basic", "pro"], "channel": ["app", "web"]})
     np.testing.assert_array_equal(X, [[np.nan, np.nan], [1.0, 1.0], [0.0, 0.0]])
 
 
@@ -119,7 +143,7 @@ def test_to_matrix_unseen_categories_do_not_rely_on_deprecated_pandas() -> None:
     frame = pd.DataFrame({"plan": ["gold", "pro"]})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        X = to_matrix(frame, ["plan"], {"plan": ["basic", "pro"]})
+        X = to_matrix(frame, [], {"plan": ["basic", "pro"]})
     np.testing.assert_array_equal(X, [[np.nan], [1.0]])
 
 
@@ -132,17 +156,16 @@ def test_to_matrix_names_a_numeric_column_holding_text() -> None:
 def test_to_matrix_ignores_column_order_and_extra_columns() -> None:
     frame = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"], "extra": [9, 9]})
     vocab = {"b": ["x", "y"]}
-    np.testing.assert_array_equal(to_matrix(frame[["extra", "b", "a"]], ["a", "b"], vocab),
-                                  to_matrix(frame, ["a", "b"], vocab))
+    np.testing.assert_array_equal(to_matrix(frame[["extra", "b", "a"]], ["a"], vocab), to_matrix(frame, ["a"], vocab))
 
 
 def test_to_matrix_names_missing_and_unknown_columns() -> None:
     frame = pd.DataFrame({"customer_id": ["c1"], "count": [1.0], "tenure": [3.0]})
-    with pytest.raises(SchemaError, match=r"lacks 2 feature column\(s\) the model was fitted on: \['plan', 'recency'\]"
+    with pytest.raises(SchemaError, match=r"lacks 2 feature column\(s\) the model was fitted on: \['recency', 'plan'\]"
                                           r"; it has 1 the model does not know: \['tenure'\]"):
-        to_matrix(frame, ["count", "plan", "recency"], {"plan": ["basic"]})
+        to_matrix(frame, ["count", "recency"], {"plan": ["basic"]})
     with pytest.raises(SchemaError, match=r"lacks 1 feature column\(s\) the model was fitted on: \['plan'\]\. Build"):
-        to_matrix(frame[["customer_id", "count"]], ["count", "plan"], {"plan": ["basic"]})
+        to_matrix(frame[["customer_id", "count"]], ["count"], {"plan": ["basic"]})
 
 
 # --- calibration ----------------------------------------------------------------------------------
@@ -203,9 +226,7 @@ def tables() -> dict[str, pd.DataFrame]:
 
 
 def _fit(tables: dict[str, pd.DataFrame], seed: int = 0) -> TargetModel:
-    features = feature_columns(tables["train"])
-    vocab = categorical_vocabularies(tables["train"], features)
-    return fit_target_model("churn", tables["train"], tables["valid"], features, vocab, FAST, seed=seed,
+    return fit_target_model("churn", tables["train"], tables["valid"], CHURN_INPUT, FAST, seed=seed,
                             early_stopping_rounds=20, threads=1)
 
 
@@ -263,9 +284,7 @@ def test_target_model_refuses_a_frame_missing_a_feature(tables: dict[str, pd.Dat
 
 def test_logistic_baseline_ranks_and_tolerates_unseen_categories(tables: dict[str, pd.DataFrame]) -> None:
     train, test = tables["train"], tables["test"].copy()
-    features = feature_columns(train)
-    vocab = categorical_vocabularies(train, features)
-    model = fit_logistic(train, features, vocab, "churn")
+    model = fit_logistic(train, CHURN_INPUT, "churn")
     p = predict_logistic(model, test)
     assert np.all((p > 0) & (p < 1))
     assert roc_auc_score(test["churn_label"].to_numpy(dtype=int), p) > 0.7

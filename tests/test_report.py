@@ -14,7 +14,8 @@ from sklearn.isotonic import IsotonicRegression
 from funnelcast.training.backtest import FoldResult, TargetBacktest
 from funnelcast.training.baselines import fit_logistic, predict_logistic
 from funnelcast.training.metrics import binary_metrics
-from funnelcast.training.model import categorical_vocabularies, feature_columns, fit_target_model
+from funnelcast.features.model_input import Attribute, ModelInput
+from funnelcast.training.model import fit_target_model
 from funnelcast.training.report import (
     plot_calibration,
     plot_feature_importance,
@@ -28,6 +29,8 @@ from funnelcast.training.splits import Fold
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STAGES = ("awareness", "interest", "consideration", "purchase")
 FAST = {"n_estimators": 300, "learning_rate": 0.1, "min_child_samples": 40}
+MODEL_INPUT = ModelInput(("days_since_last_activity", "count_activity_90d", "support_contacts_30d", "tenure_days",
+                          "current_stage"), [Attribute("segment", "category", ("enterprise", "mid", "smb"))])
 
 
 def _training_table(rows: int = 3000, cutoffs: int = 8) -> pd.DataFrame:
@@ -65,16 +68,16 @@ def _recency_frequency(frame: pd.DataFrame) -> np.ndarray:
     return np.log1p(days) - np.log1p(frame["count_activity_90d"].to_numpy(dtype=float))
 
 
-def _fold(table: pd.DataFrame, features: list[str], vocab: dict, index: int, test_position: int) -> FoldResult:
+def _fold(table: pd.DataFrame, index: int, test_position: int) -> FoldResult:
     cuts = sorted(table["cutoff"].unique())
     fold = Fold(index=index, train=tuple(cuts[:test_position - 1]), valid=(cuts[test_position - 1],),
                 test=cuts[test_position])
     train = table[table["cutoff"].isin(fold.train)]
     valid = table[table["cutoff"].isin(fold.valid)]
     test = table[table["cutoff"] == fold.test]
-    model = fit_target_model("churn", train, valid, features, vocab, FAST, early_stopping_rounds=20,
+    model = fit_target_model("churn", train, valid, MODEL_INPUT, FAST, early_stopping_rounds=20,
                              threads=1)  # all-core OpenMP crawls on a busy CI box
-    logistic = fit_logistic(train, features, vocab, "churn")
+    logistic = fit_logistic(train, MODEL_INPUT, "churn")
     heuristic = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(
         _recency_frequency(valid), valid["churn_label"].to_numpy(dtype=float))
     scores = pd.DataFrame({
@@ -100,10 +103,7 @@ def table() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def backtest(table: pd.DataFrame) -> TargetBacktest:
-    rows = table.drop(columns="p_true")
-    features = feature_columns(rows)
-    vocab = categorical_vocabularies(rows, features)
-    folds = [_fold(table, features, vocab, index=0, test_position=6), _fold(table, features, vocab, index=1, test_position=7)]
+    folds = [_fold(table, index=0, test_position=6), _fold(table, index=1, test_position=7)]
     y = table["churn_label"].to_numpy(dtype=int)
     return TargetBacktest(target="churn", folds=folds, rows=len(table), positives=int(y.sum()))
 

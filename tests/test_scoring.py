@@ -12,11 +12,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from funnelcast.features.behaviour import EventArrays, build_features, cutoff_ns, feature_spec
-from funnelcast.features.events import read_customers, read_events
+from funnelcast.features.behaviour import feature_spec
+from funnelcast.features.errors import EventDataError
+from funnelcast.features.events import EventArrays, read_customers, read_events
+from funnelcast.features.model_input import SchemaError
+from funnelcast.features.snapshots import build_features
+from funnelcast.features.timestamps import stated_ns
 from funnelcast.serving.attribution import GATHER_ROWS, agreement, top_features
 from funnelcast.serving.reasons import Phrasebook
-from funnelcast.serving.scoring import CustomerBase, Population, Scorer, ScoringError, score_population, subset
+from funnelcast.serving.scoring import CustomerBase, Population, Scorer, ScoringError, score_population
+
+
+def cutoff_ns(value) -> int:
+    return stated_ns(value, None, "cutoff")
 
 pytestmark = pytest.mark.slow
 
@@ -43,11 +51,42 @@ def test_scores_equal_the_training_code_path(scorer, source):
     scored = score_population(scorer, arrays, cust, t, reasons=False)
     frame = build_features(ev, cust, pd.Timestamp(t, tz="UTC"), scorer.config)
     assert frame["customer_id"].tolist() == [str(i) for i in scored.customer_ids]
-    for target, p in (("convert", scored.p_convert), ("churn", scored.p_churn)):
+    for target, p in scored.probabilities.items():
         scored_rows = ~np.isnan(p)
         assert scored_rows.sum() > 100
         expected = scorer.models[target].predict_proba(frame)
         np.testing.assert_array_equal(p[scored_rows], expected[scored_rows])
+        # The frame says where each target applies: exactly the rows the scorer gives a probability.
+        np.testing.assert_array_equal(frame[f"{target}_eligible"].to_numpy(), scored_rows)
+
+
+def test_the_models_use_every_kind_of_customer_attribute(scorer):
+    """The fixture's customers reach the models as a category, a number and a date (no test is vacuous)."""
+    for model in scorer.models.values():
+        kinds = {a.name: a.kind for a in model.input_.attributes}
+        assert kinds == {"country": "category", "segment": "category", "acquisition_channel": "category",
+                         "signup_date": "date", "employees": "number"}
+
+
+def test_mlflow_model_alone_gives_the_scorers_probabilities(served_models, scorer, source):
+    """A data scientist with MLflow alone: load the registered model, predict on build_features output."""
+    import mlflow
+
+    ev, cust, arrays, t = source
+    frame = build_features(ev, cust, pd.Timestamp(t, tz="UTC"), scorer.config)
+    scored = score_population(scorer, arrays, cust, t, reasons=False)
+    for target, version in scorer.versions.items():
+        loaded = mlflow.pyfunc.load_model(f"models:/{scorer.names[target]}/{version}")
+        p = np.asarray(loaded.predict(frame), dtype=float)
+        np.testing.assert_array_equal(np.isnan(p), np.isnan(scored.probability(target)))
+        np.testing.assert_array_equal(p[~np.isnan(p)], scored.probability(target)[~np.isnan(p)])
+        # Categories as text (what a CSV gives back) score the same.
+        as_text = frame.astype({c: "string" for c in scorer.models[target].categories_})
+        np.testing.assert_array_equal(np.asarray(loaded.predict(as_text), dtype=float), p)
+        with pytest.raises(Exception, match=f"{target}_eligible"):
+            loaded.predict(frame.drop(columns=f"{target}_eligible"))
+        with pytest.raises(Exception, match="count_events_7d"):
+            loaded.predict(frame.drop(columns="count_events_7d"))
 
 
 def test_probabilities_only_where_the_model_was_trained_to_give_them(scorer, source):
@@ -76,12 +115,12 @@ def test_scoring_a_subset_is_scoring_those_customers(scorer, source):
     _, cust, arrays, t = source
     whole = score_population(scorer, arrays, cust, t)
     codes = np.array([17, 3, 250, 1999, 42])
-    part = subset(arrays, codes)
+    part = arrays.subset(codes)
     attrs = scorer.encode_attributes(cust, part.customer_ids)
     some = scorer.score_arrays(part, t, attrs)
     assert list(some.customer_ids) == list(arrays.customer_ids[codes])
-    np.testing.assert_array_equal(some.p_churn, whole.p_churn[codes])
-    np.testing.assert_array_equal(some.p_convert, whole.p_convert[codes])
+    for target in scorer.models:
+        np.testing.assert_array_equal(some.probability(target), whole.probability(target)[codes])
     assert some.reasons == [whole.reasons[c] for c in codes]
 
 
@@ -101,35 +140,54 @@ def test_a_payload_scores_like_the_event_source(scorer, source):
         attrs_row = cust[cust["customer_id"] == cid].iloc[0]
         attributes = {c: (v.isoformat() if isinstance(v, pd.Timestamp) else str(v)) for c, v in attrs_row.items()
                       if c != "customer_id" and not pd.isna(v)}
-        arr, report = scorer.payload_arrays(str(cid), events, t)
-        encoded = {target: plan.encode_dict(attributes, scorer.tz)[0] for target, plan in scorer.plans.items()}
+        arr, summary = scorer.encoder.records(events, str(cid))
+        encoded, ignored = scorer.encode_customer(attributes)
+        assert ignored == [] and summary.rows_out == len(events)
         one = scorer.score_arrays(arr, t, encoded)
         i = int(np.flatnonzero(arrays.customer_ids == cid)[0])
-        np.testing.assert_array_equal(one.p_churn, base.p_churn[i:i + 1])
-        np.testing.assert_array_equal(one.p_convert, base.p_convert[i:i + 1])
+        for target in scorer.models:
+            np.testing.assert_array_equal(one.probability(target), base.probability(target)[i:i + 1])
         assert one.reasons[0] == base.reasons[i]
-        assert report["events_at_or_after_as_of"] == int((rows["timestamp"] >= pd.Timestamp(t, tz="UTC")).sum())
         checked += 1
     assert checked == 25
 
 
 def test_payload_problems_name_the_event_and_field(scorer):
-    t = cutoff_ns("2025-06-01")
-    with pytest.raises(ScoringError, match=r"events\[1\]\.event_type 'teleport'"):
-        scorer.payload_arrays("c", [{"timestamp": "2025-01-01T00:00:00Z", "event_type": "order"},
-                                    {"timestamp": "2025-01-02T00:00:00Z", "event_type": "teleport"}], t)
-    with pytest.raises(ScoringError, match=r"events\[0\]\.timestamp .* no UTC offset"):
-        scorer.payload_arrays("c", [{"timestamp": "2025-01-01T00:00:00", "event_type": "order"}], t)
-    with pytest.raises(ScoringError, match=r"events\[0\]\.timestamp 'soon' is not an ISO 8601"):
-        scorer.payload_arrays("c", [{"timestamp": "soon", "event_type": "order"}], t)
-    arr, report = scorer.payload_arrays("c", [{"timestamp": "2025-01-01T00:00:00Z", "event_type": "order", "amount": 5.0}] * 3
-                                        + [{"timestamp": "2025-07-01T00:00:00Z", "event_type": "order"}], t)
-    assert report["duplicates_dropped"] == 2 and report["events_at_or_after_as_of"] == 1 and len(arr.ts) == 2
-    plan = next(iter(scorer.plans.values()))
-    numeric = [c for c in plan.number_cols if c not in plan.vocab]
-    if numeric:
-        with pytest.raises(ScoringError, match=f"customer.{numeric[0]} must be a number"):
-            plan.encode_dict({numeric[0]: "lots"}, None)
+    encode = scorer.encoder.records
+    with pytest.raises(EventDataError, match=r"events\[1\]\.event_type 'teleport' is not in the funnel config"):
+        encode([{"timestamp": "2025-01-01T00:00:00Z", "event_type": "order"},
+                {"timestamp": "2025-01-02T00:00:00Z", "event_type": "teleport"}])
+    with pytest.raises(EventDataError, match=r"events\[0\]\.timestamp 2025-01-01T00:00:00 is a timestamp without a time zone"):
+        encode([{"timestamp": "2025-01-01T00:00:00", "event_type": "order"}])
+    with pytest.raises(EventDataError, match=r"events\[0\]\.timestamp 'soon' is not an ISO 8601"):
+        encode([{"timestamp": "soon", "event_type": "order"}])
+    with pytest.raises(EventDataError, match=r"events\[1\]\.event_type is missing"):
+        encode([{"timestamp": "2025-01-01T00:00:00Z", "event_type": "order"}, {"timestamp": "2025-01-01T00:00:00Z"}])
+    # The amount rules of the event contract, for a caller of the Scorer as for the HTTP schema.
+    for amount, problem in ((-5.0, "is a negative purchase amount"), ("lots", "is not a number"),
+                            (float("inf"), "is infinite")):
+        with pytest.raises(EventDataError, match=rf"events\[0\]\.amount .* {problem}"):
+            encode([{"timestamp": "2025-01-01T00:00:00Z", "event_type": "order", "amount": amount}])
+        with pytest.raises(EventDataError, match="amount"):
+            scorer.score_payload([{"timestamp": "2025-01-01T00:00:00Z", "event_type": "order", "amount": amount}],
+                                 None, "c", "2025-06-01T00:00:00Z", Population.of(np.array([0.5]), 0))
+    arr, summary = encode([{"timestamp": "2025-01-01T00:00:00Z", "event_type": "order", "amount": 5.0}] * 3
+                          + [{"timestamp": "2025-07-01T00:00:00Z", "event_type": "order"}])
+    assert summary.dropped == {"exact duplicate events": 2} and summary.rows_out == 2 and len(arr.ts) == 2
+    with pytest.raises(SchemaError, match="customer.employees must be a number, got 'lots'"):
+        scorer.encode_customer({"employees": "lots"})
+
+
+def test_payload_counts_what_was_dropped_altered_and_ignored_once(scorer):
+    """/score_events' ``input``: one summary for the request (not one per model), with every count."""
+    events = [{"timestamp": "2025-01-01T00:00:00Z", "event_type": "order", "amount": 5.0}] * 2 + [
+        {"timestamp": "2025-02-01T00:00:00Z", "event_type": "blog_view", "channel": "carrier_pigeon"},
+        {"timestamp": "2025-07-01T00:00:00Z", "event_type": "order"}]
+    result = scorer.score_payload(events, {"segment": "smb", "shoe_size": 44, "employees": 12}, "c",
+                                  "2025-06-01T00:00:00Z", Population.of(np.array([0.5]), 0))
+    assert result["input"] == {"events": 4, "duplicates_dropped": 1, "event_types_mapped_to_other": 0,
+                               "channels_mapped_to_other": 1, "events_at_or_after_as_of": 1,
+                               "ignored_attributes": ["shoe_size"]}
 
 
 def test_path_attribution_sums_to_the_raw_score_and_agrees_with_treeshap(scorer, source):
@@ -166,6 +224,32 @@ def test_single_row_fast_path_is_booster_predict_bit_for_bit(scorer, source):
             fast.raw_score(X[0, :-1])
         copy = pickle.loads(pickle.dumps(fast))  # e.g. a Scorer shipped to a Dask worker
         assert copy.raw_score(X[5]) == fast.raw_score(X[5]) and np.array_equal(copy.leaves(X[5]), fast.leaves(X[5]))
+        assert fast.fast  # the pinned LightGBM has the C names: the fast path is what ran above
+
+
+def test_single_row_path_falls_back_to_booster_predict_without_lightgbms_private_names(scorer, source, monkeypatch):
+    import lightgbm.basic
+
+    from funnelcast.serving import rowpredict
+    from funnelcast.serving.rowpredict import RowPredictor
+
+    ev, cust, arrays, t = source
+    frame = build_features(ev, cust, pd.Timestamp(t, tz="UTC"), scorer.config)
+    assert rowpredict._c_api() is not None
+    with monkeypatch.context() as patch:  # LightGBM itself needs the name back before it predicts again
+        patch.delattr(lightgbm.basic, "_safe_call")
+        assert rowpredict._c_api() is None
+    with monkeypatch.context() as patch:
+        patch.setattr(lightgbm.basic, "_LIB", type("OlderLib", (), {})())
+        assert rowpredict._c_api() is None
+    monkeypatch.setattr(rowpredict, "_c_api", lambda: None)
+    for target, model in scorer.models.items():
+        X = model.matrix(frame)[:50]
+        slow = RowPredictor(model.booster_, model.best_iteration_)
+        assert not slow.fast
+        assert np.array_equal([slow.raw_score(x) for x in X], model.raw_score(X, num_threads=1))
+        leaves = model.booster_.predict(X, pred_leaf=True, num_iteration=model.best_iteration_)
+        assert np.array_equal(np.array([slow.leaves(x) for x in X]), leaves)
 
 
 def test_top_features_are_positive_credits_largest_first():
@@ -226,10 +310,9 @@ def test_direction_a_support_ticket_burst_and_silence_raise_churn(scorer):
     quiet = history + [{"timestamp": day(d), "event_type": "support_ticket"} for d in (50, 48, 46)]
     scores = {}
     for name, events in (("active", active), ("quiet", quiet)):
-        arr, _ = scorer.payload_arrays("x", events, t)
-        attrs = {target: plan.encode_dict({}, None)[0] for target, plan in scorer.plans.items()}
-        scores[name] = scorer.score_arrays(arr, t, attrs)
-    assert scores["quiet"].p_churn[0] > scores["active"].p_churn[0]
+        arr, _ = scorer.encoder.records(events, "x")
+        scores[name] = scorer.score_arrays(arr, t, scorer.encode_customer({})[0])
+    assert scores["quiet"].p_risk[0] > scores["active"].p_risk[0]
     assert scores["quiet"].reasons[0], "a high churn score comes with reasons"
 
 
@@ -255,9 +338,8 @@ def test_value_is_trailing_spend(scorer):
     events = [{"timestamp": "2025-11-01T00:00:00Z", "event_type": "order", "amount": 100.0},
               {"timestamp": "2024-11-01T00:00:00Z", "event_type": "order", "amount": 1000.0},  # older than 365 days
               {"timestamp": "2025-12-02T00:00:00Z", "event_type": "repeat_order", "amount": 7.0}]  # after as_of
-    arr, _ = scorer.payload_arrays("x", events, t)
-    attrs = {target: plan.encode_dict({}, None)[0] for target, plan in scorer.plans.items()}
-    assert scorer.score_arrays(arr, t, attrs).value[0] == 100.0
+    arr, _ = scorer.encoder.records(events, "x")
+    assert scorer.score_arrays(arr, t, scorer.encode_customer({})[0]).value[0] == 100.0
 
 
 def _cli(*args, env=None):

@@ -20,7 +20,7 @@ def sim(config):
 
 @pytest.fixture(scope="module")
 def joined(sim, config):
-    table = build_training_set(sim.events, sim.customers, config, data_end=sim.end)
+    table = build_training_set(sim.events, sim.customers, config, data_end=sim.end).frame
     return table.merge(sim.truth, on=["customer_id", "cutoff"], how="left", suffixes=("", "_true"))
 
 
@@ -134,7 +134,7 @@ def test_explicit_churn_truth_is_calibrated(config):
     raw["churn"]["definition"] = "explicit"
     cfg = FunnelConfig.model_validate(raw)
     s = simulate(3000, cfg, start="2024-01-01", end="2025-07-01", seed=2)
-    t = build_training_set(s.events, s.customers, cfg, data_end=s.end).merge(s.truth, on=["customer_id", "cutoff"])
+    t = build_training_set(s.events, s.customers, cfg, data_end=s.end).frame.merge(s.truth, on=["customer_id", "cutoff"])
     d = t[t["churn_label"].notna()]
     assert d["churn_label"].sum() > 30
     assert abs(d["churn_label"].astype(float).mean() - d["p_churn"].mean()) < 0.01

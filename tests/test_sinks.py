@@ -262,11 +262,13 @@ def test_webhook_delivers_every_row_once_in_batches(receiver: Receiver, tmp_path
 
 def test_webhook_retries_transient_failures_with_the_same_key(receiver: Receiver, tmp_path: Path) -> None:
     frame = scores()
-    receiver.script = {2: [500, 500], 3: [0.6]}  # batch 3: processed, but answered after the 0.3 s timeout
+    # Batch 3: processed, but answered after the 1 s timeout. (A shorter timeout made other batches time
+    # out too on a loaded CI host: every request must be far quicker than the timeout but the scripted one.)
+    receiver.script = {2: [500, 500], 3: [1.6]}
     started = time.monotonic()
-    report = send(frame, receiver, tmp_path, timeout=0.3)
+    report = send(frame, receiver, tmp_path, timeout=1.0)
 
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 6
     assert (report.batches_sent, report.retries) == (5, 3)
     answers = [(r["batch"], r["status"]) for r in receiver.requests if r["batch"] in (2, 3)]
     assert answers == [(2, 500), (2, 500), (2, 200), (3, 200), (3, 200)]

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from funnelcast.features.funnel import FunnelConfig
-from funnelcast.training.backtest import TrainingDataError, run_backtest, target_rows
-from funnelcast.training.model import LABEL_COLUMNS
+from funnelcast.features.snapshots import TrainingSet, build_features
+from funnelcast.features.targets import TARGETS
+from funnelcast.training.backtest import TrainingDataError, run_backtest
 from funnelcast.training.train import decide, train
 
 pytestmark = pytest.mark.slow
@@ -78,7 +79,7 @@ def test_models_beat_the_heuristic_and_stay_below_the_oracle_and_are_calibrated(
         assert abs(latest.scores["p_lightgbm"].mean() - latest.scores["label"].mean()) < 0.03
 
 
-def test_folds_are_time_ordered_with_a_horizon_gap(trained, config):
+def test_folds_are_time_ordered_with_a_horizon_gap(trained, table, config):
     result, _ = trained
     for target, horizon in (("convert", config.conversion.horizon_days), ("churn", config.churn.horizon_days)):
         folds = [fr.fold for fr in result.targets[target].backtest.folds]
@@ -89,9 +90,7 @@ def test_folds_are_time_ordered_with_a_horizon_gap(trained, config):
             assert max(f.valid) + gap <= f.test
         assert [f.test for f in folds] == sorted(f.test for f in folds)
         # The latest fold tests on the latest cutoff whose labels are complete.
-        labelled = target_rows(result.targets[target].backtest.latest.scores.assign(
-            convert_label=0, churn_label=0), target)
-        assert folds[-1].test == labelled["cutoff"].max()
+        assert folds[-1].test == table.rows(target)["cutoff"].max()
 
 
 def test_mlflow_holds_params_metrics_artifacts_and_a_loadable_registered_model(trained, table):
@@ -113,11 +112,8 @@ def test_mlflow_holds_params_metrics_artifacts_and_a_loadable_registered_model(t
         # The registered model scores exactly like the in-memory one, through MLflow's pyfunc and signature.
         loaded = mlflow.pyfunc.load_model(f"models:/{tr.model_name}@champion")
         assert loaded.metadata.signature is not None
-        rows = target_rows(table, target).tail(200)
-        example = rows[tr.backtest.model.feature_names_].copy()
-        for c in tr.backtest.model.categories_:
-            example[c] = example[c].astype("string").astype(object)
-        np.testing.assert_allclose(np.asarray(loaded.predict(example)), tr.backtest.model.predict_proba(rows), rtol=1e-12)
+        rows = table.rows(target).tail(200)
+        np.testing.assert_allclose(np.asarray(loaded.predict(rows)), tr.backtest.model.predict_proba(rows), rtol=1e-12)
     parent = client.get_run(result.parent_run_id)
     parent_artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"funnel_config.json", "data_summary.json"} <= parent_artifacts
@@ -175,9 +171,9 @@ def test_decide_applies_the_tolerance_in_the_metric_direction():
 
 
 def test_a_target_with_too_few_positives_is_skipped_with_the_counts(tmp_path, table, config):
-    churn_positives = int(table["churn_label"].sum())
+    churn_positives = int(table.frame["churn_label"].sum())
     strict = quick(config, readiness={"min_positives": churn_positives + 1})
-    convert_positives = int(table["convert_label"].sum())
+    convert_positives = int(table.frame["convert_label"].sum())
     assert convert_positives > churn_positives  # so conversion still trains
     result = train(table, strict, home=tmp_path / "mlruns", report_dir=tmp_path / "r")
     assert "churn" not in result.targets and "convert" in result.targets
@@ -191,20 +187,22 @@ def test_no_trainable_target_or_no_rows_is_a_clear_error(tmp_path, table, config
     with pytest.raises(TrainingDataError, match="no target has enough labelled data.*positives"):
         train(table, hopeless, home=tmp_path / "mlruns")
     with pytest.raises(TrainingDataError, match="training set is empty"):
-        train(table.iloc[:0], config, home=tmp_path / "mlruns")
+        train(TrainingSet(table.frame.iloc[:0], table.model_input, table.data_end), config, home=tmp_path / "mlruns")
 
 
 def test_a_single_class_fold_is_a_clear_error(table, config):
-    one_class = table.copy()
-    one_class["churn_label"] = one_class["churn_label"].where(one_class["churn_label"].isna(), 0).astype("Int8")
+    frame = table.frame.copy()
+    frame["churn_label"] = frame["churn_label"].where(frame["churn_label"].isna(), 0).astype("Int8")
+    one_class = TrainingSet(frame, table.model_input, table.data_end)
     with pytest.raises(TrainingDataError, match="churn, fold 0: the training cutoffs hold .* rows with 0 positives"):
         run_backtest(one_class, "churn", quick(config))
 
 
 def test_labels_are_the_ones_the_feature_pipeline_built(table):
-    for target, label in LABEL_COLUMNS.items():
-        rows = target_rows(table, target)
-        assert rows[label].notna().all() and set(rows[label].unique()) <= {0, 1}
+    for target, spec in TARGETS.items():
+        rows = table.rows(target)
+        assert rows[spec.label].notna().all() and set(rows[spec.label].unique()) <= {0, 1}
+        assert rows[spec.eligible_column].all()  # a known label implies the target applied
 
 
 def _latest_customers(result, target, n, sim):
@@ -219,8 +217,6 @@ def _latest_customers(result, target, n, sim):
 
 def _score(model, events, customers, cutoff, config, ids):
     """The model's probabilities for ``ids``, from funnelcast.features built at ``cutoff`` like serving builds them."""
-    from funnelcast.features.behaviour import build_features
-
     return model.predict_proba(build_features(events, customers, cutoff, config).set_index("customer_id").loc[ids])
 
 

@@ -14,23 +14,25 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from funnelcast.features.errors import ConfigError, TrainingDataError
 from funnelcast.features.funnel import FunnelConfig
 from funnelcast.features.readiness import target_verdict
+from funnelcast.features.snapshots import TrainingSet
+from funnelcast.features.targets import TARGETS
 from funnelcast.training.baselines import RecencyFrequency, fit_logistic, predict_logistic
 from funnelcast.training.metrics import binary_metrics
-from funnelcast.training.model import LABEL_COLUMNS, TargetModel, categorical_vocabularies, feature_columns, fit_target_model
+from funnelcast.training.model import TargetModel, fit_target_model
 from funnelcast.training.splits import Fold, backtest_folds
 
+__all__ = ["MODELS", "FoldResult", "TargetBacktest", "TrainingDataError", "latest_test_rows", "readiness_problem",
+           "run_backtest"]
+
 MODELS = ("lightgbm", "logistic", "recency_frequency")
-TRUTH_COLUMNS = {"convert": "p_next_stage", "churn": "p_churn"}
-"""The simulator's probabilities from the customer's hidden state: a ceiling no model of the log can reach."""
 ORACLE_SUFFIX = "_given_history"
 """The simulator's probabilities given the event history (a Bayes filter over the hidden state): the
-best achievable score, used as ``oracle``. Truth tables without these columns fall back to the hidden-state ones."""
-
-
-class TrainingDataError(ValueError):
-    """Training data that cannot train a target (empty, one class, a fold without both classes)."""
+best achievable score, used as ``oracle``; a target's ``truth`` column without it is the probability
+from the hidden state, a ceiling no model of the log can reach. Truth tables without the history
+columns fall back to the hidden-state ones."""
 
 
 @dataclass
@@ -72,58 +74,50 @@ class TargetBacktest:
         return out
 
 
-def config_hash(config: FunnelConfig) -> str:
-    """The funnel config's data hash: scoring checks it built features with the config the model saw."""
-    return config.data_hash()
-
-
-def target_rows(table: pd.DataFrame, target: str) -> pd.DataFrame:
-    """The training-set rows whose label for ``target`` is known."""
-    label = LABEL_COLUMNS[target]
-    return table.loc[table[label].notna()]
-
-
-def latest_test_rows(table: pd.DataFrame, backtest: TargetBacktest) -> pd.DataFrame:
+def latest_test_rows(training_set: TrainingSet, backtest: TargetBacktest) -> pd.DataFrame:
     """The labelled rows of the backtest's latest test cutoff (what the registered model was tested on)."""
-    rows = target_rows(table, backtest.target)
+    rows = training_set.rows(backtest.target)
     return rows[rows["cutoff"] == backtest.latest.fold.test]
 
 
-def horizon_days(config: FunnelConfig, target: str) -> int:
-    return config.conversion.horizon_days if target == "convert" else config.churn.horizon_days
-
-
-def readiness_problem(table: pd.DataFrame, target: str, config: FunnelConfig) -> str | None:
+def readiness_problem(training_set: TrainingSet, target: str, config: FunnelConfig) -> str | None:
     """Why ``target`` should be skipped (too few labelled rows, positives or negatives), or None."""
-    verdict = target_verdict(target, target_rows(table, target)[LABEL_COLUMNS[target]], config)
+    verdict = target_verdict(target, training_set.rows(target)[TARGETS[target].label], config)
     if verdict.ready:
         return None
     return (f"{target}: {verdict.rows:,} labelled rows with {verdict.positives:,} positives; "
             f"{'; '.join(verdict.reasons)} (readiness.min_eligible, readiness.min_positives)")
 
 
-def _transition_names(config: FunnelConfig) -> dict[str, str]:
-    return {a: f"convert:{a}->{b}" for a, b in config.conversion_targets()}
+def _transition_names(config: FunnelConfig, target: str) -> dict[str, str]:
+    return {a: f"{target}:{a}->{b}" for a, b in config.conversion_targets()}
 
 
 def run_backtest(
-    table: pd.DataFrame,
+    training_set: TrainingSet,
     target: str,
     config: FunnelConfig,
     truth: pd.DataFrame | None = None,
     params: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    threads: int = 0,
 ) -> TargetBacktest:
-    """Fit and score every fold of ``target``. ``truth`` (the simulator's ``truth.parquet``) adds the oracle."""
+    """Fit and score every fold of ``target``. ``truth`` (the simulator's ``truth.parquet``) adds the oracle.
+
+    ``threads``: LightGBM threads (0: ``$FUNNELCAST_THREADS``, else every core).
+    """
     settings = config.training
-    rows = target_rows(table, target)
-    label = LABEL_COLUMNS[target]
-    features = feature_columns(rows)
-    vocab = categorical_vocabularies(rows, features)
-    folds = backtest_folds(rows["cutoff"].unique(), horizon_days(config, target), settings.folds,
+    spec = TARGETS[target]
+    model_input = training_set.model_input
+    if model_input.config_hash != config.data_hash():
+        raise ConfigError("the training set was built with a different funnel config (its data hash differs): "
+                          "build it again with this config")
+    rows = training_set.rows(target)
+    label = spec.label
+    folds = backtest_folds(rows["cutoff"].unique(), spec.horizon_days(config), settings.folds,
                            settings.validation_cutoffs)
     oracle, hidden = _oracle_columns(rows, truth, target)
-    transitions = _transition_names(config)
+    transitions = _transition_names(config, target) if spec.by_transition else {}
     warnings: list[str] = []
     results = []
     for fold in folds:
@@ -139,14 +133,13 @@ def run_backtest(
                     f"{target}, fold {fold.index}: the {part} cutoffs hold {len(y):,} rows with "
                     f"{int(y.sum()):,} positives; every fold needs both classes ({fold.describe()})")
         model = fit_target_model(
-            target, train, valid, features, vocab, params or settings.lightgbm, seed=settings.seed,
+            target, train, valid, model_input, params or settings.lightgbm, seed=settings.seed,
             calibration=settings.calibration, class_weight=settings.class_weight,
-            early_stopping_rounds=settings.early_stopping_rounds,
+            early_stopping_rounds=settings.early_stopping_rounds, threads=threads,
         )
-        model.config_hash_ = config_hash(config)
         # The model carries its funnel, so a scorer rebuilds exactly the features it was trained on.
         model.metadata_["funnel_config"] = config.model_dump(mode="json")
-        logistic = fit_logistic(train, features, vocab, target, seed=settings.seed)
+        logistic = fit_logistic(train, model_input, target, seed=settings.seed)
         heuristic = RecencyFrequency(config, target).fit(valid)
         scores = pd.DataFrame({
             "customer_id": test["customer_id"].astype(str).to_numpy(),
@@ -163,7 +156,7 @@ def run_backtest(
             scores["p_hidden_state"] = hidden.loc[test.index].to_numpy()
         metrics = _score_all(scores)
         per_transition = {}
-        if target == "convert":
+        if transitions:
             for stage, name in transitions.items():
                 part = scores[scores["stage"] == stage]
                 if len(part):
@@ -191,7 +184,7 @@ def _oracle_columns(rows: pd.DataFrame, truth: pd.DataFrame | None, target: str)
     each labelled row (NaN where truth has no row); (None, None) without truth."""
     if truth is None:
         return None, None
-    hidden_col = TRUTH_COLUMNS[target]
+    hidden_col = TARGETS[target].truth
     history_col = hidden_col + ORACLE_SUFFIX
     if hidden_col not in truth.columns and history_col not in truth.columns:
         raise TrainingDataError(f"the truth table has neither {history_col!r} nor {hidden_col!r}; it needs customer_id, cutoff and one of them")

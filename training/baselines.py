@@ -20,17 +20,19 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from funnelcast.features.funnel import FunnelConfig
-from funnelcast.training.model import LABEL_COLUMNS
+from funnelcast.features.model_input import ModelInput
+from funnelcast.features.targets import TARGETS
 
 
 def _signed_log(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
 
-def fit_logistic(train: pd.DataFrame, features: list[str], vocab: dict[str, list[str]], target: str,
-                 seed: int = 0) -> Pipeline:
-    numeric = [c for c in features if c not in vocab]
-    categorical = [c for c in features if c in vocab]
+def fit_logistic(train: pd.DataFrame, model_input: ModelInput, target: str, seed: int = 0) -> Pipeline:
+    """The logistic-regression baseline on a training-set frame's model-input columns."""
+    vocab = model_input.categories
+    numeric = [c for c in model_input.columns if c not in vocab]
+    categorical = [c for c in model_input.columns if c in vocab]
     pre = ColumnTransformer([
         ("numeric", make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
                                   FunctionTransformer(_signed_log), StandardScaler()), numeric),
@@ -38,7 +40,7 @@ def fit_logistic(train: pd.DataFrame, features: list[str], vocab: dict[str, list
     ])
     model = Pipeline([("prepare", pre), ("logistic", LogisticRegression(C=0.1, max_iter=300, random_state=seed))])
     X = _frame(train, numeric, categorical)
-    model.fit(X, train[LABEL_COLUMNS[target]].to_numpy(dtype=int))
+    model.fit(X, train[TARGETS[target].label].to_numpy(dtype=int))
     return model
 
 
@@ -62,7 +64,7 @@ class RecencyFrequency:
         longest = max(config.features.windows_days)
         self.recency = "days_since_last_activity"
         self.frequency = f"count_activity_{longest}d"
-        self.sign = -1.0 if target == "churn" else 1.0
+        self.sign = TARGETS[target].recency_sign
         self.target = target
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
@@ -73,7 +75,7 @@ class RecencyFrequency:
 
     def fit(self, valid: pd.DataFrame) -> RecencyFrequency:
         self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
-            self.score(valid), valid[LABEL_COLUMNS[self.target]].to_numpy(dtype=float))
+            self.score(valid), valid[TARGETS[self.target].label].to_numpy(dtype=float))
         return self
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:

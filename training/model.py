@@ -8,10 +8,10 @@ matters. It is also one model to register, serve and monitor. Metrics are still 
 transition, by slicing test rows on the stage at the cutoff; a transition the shared model serves
 badly shows up there.
 
-A :class:`TargetModel` remembers its feature names, the category vocabularies of categorical
-features and the funnel config's hash, and refuses a frame whose columns differ. It turns a frame
-into the float matrix LightGBM saw (categories as codes in the fit-time vocabulary, unseen values
-missing), so batch scoring and the HTTP service share one path with training.
+A :class:`TargetModel` carries the fitted :class:`~funnelcast.features.model_input.ModelInput` it was
+trained on (feature names, each attribute's kind and vocabulary, time zone, the funnel config's
+hash) and refuses a frame whose columns differ. The input contract turns rows into the float matrix
+LightGBM saw, so batch scoring, the HTTP service and the MLflow model share one path with training.
 """
 
 from __future__ import annotations
@@ -26,64 +26,12 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-ID_COLUMNS = ("customer_id", "cutoff")
-LABEL_COLUMNS = {"convert": "convert_label", "churn": "churn_label"}
-NON_FEATURES = (*ID_COLUMNS, "stage", *LABEL_COLUMNS.values())
-"""Training-set columns that are not model inputs. ``stage`` (the name) duplicates the ordinal
-``current_stage`` feature and is kept only to slice metrics by transition."""
-
+from funnelcast.features.model_input import ModelInput
+from funnelcast.features.targets import TARGETS
 
 PROBABILITY_FLOOR = 1e-4
 """Calibrated probabilities are kept in [floor, 1 - floor]: a validation block of all positives
 (or all negatives) must not make the model certain."""
-
-
-class SchemaError(ValueError):
-    """A frame to score does not have the columns the model was fitted on."""
-
-
-def feature_columns(table: pd.DataFrame) -> list[str]:
-    """Model inputs of a training-set frame: every column but ids, the stage name and labels."""
-    return [c for c in table.columns if c not in NON_FEATURES]
-
-
-def categorical_vocabularies(table: pd.DataFrame, columns: list[str]) -> dict[str, list[str]]:
-    """Categories of the non-numeric feature columns, in a stable (sorted) order."""
-    vocab = {}
-    for c in columns:
-        s = table[c]
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            vocab[c] = sorted(str(v) for v in s.cat.categories)
-        elif not pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            vocab[c] = sorted(str(v) for v in pd.unique(s.dropna()))
-    return vocab
-
-
-def to_matrix(frame: pd.DataFrame, columns: list[str], vocab: dict[str, list[str]]) -> np.ndarray:
-    """Float64 matrix in ``columns`` order; categorical columns become codes in ``vocab`` (unseen or
-    missing values become NaN, which LightGBM treats as missing)."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        extra = [c for c in frame.columns if c not in columns and c not in NON_FEATURES]
-        raise SchemaError(
-            f"the frame lacks {len(missing)} feature column(s) the model was fitted on: {missing[:10]}"
-            + (f"; it has {len(extra)} the model does not know: {extra[:10]}" if extra else "")
-            + ". Build features with the funnel config the model was trained with"
-        )
-    out = np.empty((len(frame), len(columns)), dtype=np.float64)
-    for j, c in enumerate(columns):
-        s = frame[c]
-        if c in vocab:
-            codes = pd.Index(vocab[c]).get_indexer(s.astype("string").astype(object))  # -1: unseen or missing
-            out[:, j] = np.where(codes < 0, np.nan, codes)
-        else:
-            try:
-                out[:, j] = pd.to_numeric(s, errors="raise").astype("float64").to_numpy(na_value=np.nan)
-            except (ValueError, TypeError):
-                bad = s[pd.to_numeric(s, errors="coerce").isna() & s.notna()]
-                raise SchemaError(
-                    f"feature column {c!r} must be numeric; row {bad.index[0]!r} holds {bad.iloc[0]!r}") from None
-    return out
 
 
 class Calibrator:
@@ -125,27 +73,38 @@ class Calibrator:
 
 @dataclass
 class TargetModel:
-    """A calibrated LightGBM model for one target (``convert`` or ``churn``)."""
+    """A calibrated LightGBM model for one target, and the input contract it was fitted on."""
 
     target: str
-    feature_names_: list[str]
-    categories_: dict[str, list[str]]
+    input_: ModelInput
     booster_: lgb.Booster
     calibrator_: Calibrator
     params_: dict[str, Any]
     best_iteration_: int
-    config_hash_: str = ""
     metadata_: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def feature_names_(self) -> list[str]:
+        return list(self.input_.columns)
+
+    @property
+    def categories_(self) -> dict[str, list[str]]:
+        return self.input_.categories
+
+    @property
+    def config_hash_(self) -> str:
+        return self.input_.config_hash
+
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        return to_matrix(frame, self.feature_names_, self.categories_)
+        """The model's input matrix from a frame of features (:meth:`ModelInput.matrix_from_frame`)."""
+        return self.input_.matrix_from_frame(frame)
 
     def raw_score(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
         """Log-odds from the booster at its best iteration."""
         return self.booster_.predict(X, raw_score=True, num_iteration=self.best_iteration_, num_threads=num_threads)
 
     def predict_proba(self, frame: pd.DataFrame | np.ndarray, num_threads: int = 0) -> np.ndarray:
-        """Calibrated probability of the target for each row."""
+        """Calibrated probability of the target for each row (of a feature frame or the model's matrix)."""
         X = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
         return self.probability(self.raw_score(X, num_threads=num_threads))
 
@@ -181,8 +140,7 @@ def fit_target_model(
     target: str,
     train: pd.DataFrame,
     valid: pd.DataFrame,
-    features: list[str],
-    vocab: dict[str, list[str]],
+    model_input: ModelInput,
     params: dict[str, Any] | None = None,
     *,
     seed: int = 0,
@@ -193,15 +151,17 @@ def fit_target_model(
 ) -> TargetModel:
     """Fit LightGBM on ``train`` with early stopping on ``valid``, then calibrate on ``valid``.
 
-    ``class_weight='balanced'`` up-weights positives by the negative/positive ratio (LightGBM's
-    ``scale_pos_weight``); calibration on the unweighted validation fold then restores probabilities.
-    A fixed ``seed`` (with LightGBM's deterministic mode) makes the fit reproducible.
+    Both are training-set frames; ``model_input`` turns them into matrices (and is kept with the
+    model). ``class_weight='balanced'`` up-weights positives by the negative/positive ratio
+    (LightGBM's ``scale_pos_weight``); calibration on the unweighted validation fold then restores
+    probabilities. A fixed ``seed`` (with LightGBM's deterministic mode) makes the fit reproducible;
+    ``threads`` (0: ``$FUNNELCAST_THREADS``, else every core) sets LightGBM's threads.
     """
-    label = LABEL_COLUMNS[target]
+    label = TARGETS[target].label
     y_train = train[label].to_numpy(dtype=float)
     y_valid = valid[label].to_numpy(dtype=float)
-    X_train = to_matrix(train, features, vocab)
-    X_valid = to_matrix(valid, features, vocab)
+    X_train = model_input.matrix_from_frame(train)
+    X_valid = model_input.matrix_from_frame(valid)
     merged = {**DEFAULT_PARAMS, **(params or {})}
     if class_weight == "balanced":
         pos = max(y_train.sum(), 1.0)
@@ -210,7 +170,8 @@ def fit_target_model(
         objective="binary", random_state=seed, deterministic=True, force_col_wise=True,
         n_jobs=training_threads(threads), verbose=-1, **merged,
     )
-    categorical = [j for j, c in enumerate(features) if c in vocab]
+    features = list(model_input.columns)
+    categorical = [j for j, c in enumerate(features) if c in model_input.categories]
     clf.fit(
         X_train, y_train, eval_X=(X_valid,), eval_y=(y_valid,), eval_metric="binary_logloss",
         feature_name=features, categorical_feature=categorical or "auto",
@@ -221,7 +182,7 @@ def fit_target_model(
     raw_valid = booster.predict(X_valid, raw_score=True, num_iteration=best)
     calibrator = Calibrator(calibration).fit(raw_valid, y_valid)
     return TargetModel(
-        target=target, feature_names_=list(features), categories_=vocab, booster_=booster,
+        target=target, input_=model_input, booster_=booster,
         calibrator_=calibrator, params_={**merged, "seed": seed, "calibration": calibration,
                                           "class_weight": class_weight or "none"},
         best_iteration_=best,

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from funnelcast.features.targets import TARGETS
 from funnelcast.training.backtest import MODELS, TargetBacktest
 from funnelcast.training.metrics import decile_table, targeting_table
 from funnelcast.training.model import TargetModel
@@ -31,7 +32,6 @@ BACKTEST_COLUMNS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top_decile
 MISSING = "–"
 DPI = 110
 COLOURS = {"lightgbm": "#1f77b4", "logistic": "#ff7f0e", "recency_frequency": "#2ca02c", "oracle": "#7f7f7f", "hidden_state": "#bbbbbb"}
-OUTCOMES = {"churn": "churned", "convert": "moved to the next stage"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +343,7 @@ def _targeting_sentence(table: pd.DataFrame, target: str) -> str:
         return ""
     pick = table[table["top_percent"] == 10]
     row = (pick if len(pick) else table).iloc[0]
-    outcome = OUTCOMES.get(target, "were positive")
+    outcome = TARGETS[target].outcome_words if target in TARGETS else "were positive"
     share = "" if _is_missing(row["recall"]) else f" ({row['recall']:.0%} of all who {outcome})"
     lift = "" if _is_missing(row["lift"]) else f", {row['lift']:.1f} times as many as the same number picked at random"
     return (f"Contacting the {_percent(row['top_percent'])} of customers with the highest scores "

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from funnelcast.features.errors import TrainingDataError
 
-class SplitError(ValueError):
+
+class SplitError(TrainingDataError):
     """The data has too few cutoffs for the requested backtest."""
 
 

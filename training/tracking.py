@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
+import numpy as np
 import pandas as pd
 
+from funnelcast.features.model_input import ModelInput, SchemaError
+from funnelcast.features.targets import TARGETS
 from funnelcast.training.errors import TrackingError
 from funnelcast.training.model import TargetModel
 
@@ -109,14 +112,30 @@ def log_artifact(path: str | Path, folder: str | None = None) -> None:
 
 
 class FunnelcastModel(mlflow.pyfunc.PythonModel):
-    """A funnelcast :class:`~training.model.TargetModel` as an MLflow pyfunc: a frame of features
-    (categorical columns as strings) in, calibrated probabilities out."""
+    """A funnelcast :class:`~funnelcast.training.model.TargetModel` as an MLflow pyfunc.
+
+    Input: a frame as :func:`funnelcast.features.snapshots.build_features` (or ``Project.features``)
+    makes it — the model input's columns (category attributes as categoricals or text), plus the
+    target's ``<target>_eligible`` column. Output: the calibrated probability per row, NaN where the
+    target does not apply (the rows the scorer leaves without a probability too).
+    """
 
     def __init__(self, model: TargetModel) -> None:
         self.model = model
 
     def predict(self, context, model_input, params=None):  # noqa: ARG002 - MLflow's signature
-        return self.model.predict_proba(model_input)
+        eligible = TARGETS[self.model.target].eligible_column
+        if eligible not in model_input.columns:
+            raise SchemaError(f"the input lacks the column {eligible!r} (whether the {self.model.target} target applies "
+                              "to each row); build features with funnelcast.features.snapshots.build_features")
+        p = self.model.predict_proba(model_input)
+        return np.where(model_input[eligible].to_numpy(dtype=bool), p, np.nan)
+
+
+def signature_frame(model: TargetModel, rows: pd.DataFrame) -> pd.DataFrame:
+    """A few rows of a feature frame as the MLflow model takes them: its columns and the eligibility column."""
+    eligible = TARGETS[model.target].eligible_column
+    return rows[[*model.feature_names_, eligible]].head(5).reset_index(drop=True)
 
 
 def _requirements() -> list[str]:
@@ -137,13 +156,20 @@ class RegisteredVersion:
 
 def log_model(model: TargetModel, example: pd.DataFrame, registered_name: str,
               tags: dict[str, Any] | None = None) -> RegisteredVersion:
-    """Log ``model`` as an MLflow pyfunc model with signature and input example, and register it."""
-    from mlflow.models import infer_signature
+    """Log ``model`` as an MLflow pyfunc model with signature and input example, and register it.
 
-    example = example[model.feature_names_].head(5).copy()
+    The signature types category attributes as ``Any`` (a categorical or a text column both pass
+    MLflow's schema check) and requires the target's eligibility column."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    example = signature_frame(model, example)
     for c in model.categories_:
         example[c] = example[c].astype("string").astype(object)
-    signature = infer_signature(example, model.predict_proba(example))
+    eligible = TARGETS[model.target].eligible_column
+    inputs = Schema([ColSpec(AnyType() if c in model.categories_ else "double", c) for c in model.feature_names_]
+                    + [ColSpec("boolean", eligible)])
+    signature = ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double")]))
     pyfunc = FunnelcastModel(model)
     info = mlflow.pyfunc.log_model(
         name="model", python_model=pyfunc, signature=signature, input_example=example,
@@ -155,7 +181,8 @@ def log_model(model: TargetModel, example: pd.DataFrame, registered_name: str,
 
 
 def load_model(registered_name: str, alias: str = CHAMPION) -> tuple[str, TargetModel]:
-    """(version, model) behind ``alias``; :class:`RegistryError` naming the store and model if there is none."""
+    """(version, model) behind ``alias``; :class:`RegistryError` naming the store and model if there is
+    none, or if it was saved by a funnelcast without an input contract (retrain it)."""
     version = alias_version(registered_name, alias)
     if version is None:
         raise RegistryError(
@@ -163,7 +190,11 @@ def load_model(registered_name: str, alias: str = CHAMPION) -> tuple[str, Target
             "train one with `funnelcast train`"
         )
     loaded = mlflow.pyfunc.load_model(f"models:/{registered_name}/{version}")
-    return version, loaded.unwrap_python_model().model
+    model = loaded.unwrap_python_model().model
+    if not isinstance(getattr(model, "input_", None), ModelInput):
+        raise RegistryError(f"{registered_name} version {version} in {mlflow.get_tracking_uri()} was saved by an older "
+                            "funnelcast, without its input contract; retrain it (`funnelcast train --force`)")
+    return version, model
 
 
 def alias_version(registered_name: str, alias: str) -> str | None:

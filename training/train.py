@@ -16,15 +16,16 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from funnelcast.features.errors import TrainingDataError
 from funnelcast.features.funnel import FunnelConfig
-from funnelcast.training.backtest import (MODELS, TargetBacktest, TrainingDataError, horizon_days, latest_test_rows,
-                               readiness_problem,
-                               run_backtest, target_rows)
+from funnelcast.features.model_input import SchemaError
+from funnelcast.features.snapshots import TrainingSet
+from funnelcast.features.targets import TARGETS
+from funnelcast.training.backtest import MODELS, TargetBacktest, latest_test_rows, readiness_problem, run_backtest
+from funnelcast.training.errors import TrackingError
 from funnelcast.training.metrics import binary_metrics
-from funnelcast.training.model import LABEL_COLUMNS, SchemaError, categorical_vocabularies, feature_columns
 from funnelcast.training.splits import backtest_folds
 
-TARGETS = ("convert", "churn")
 HEADLINE = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top_decile_lift")
 LOWER_IS_BETTER = {"log_loss", "brier", "ece"}
 
@@ -90,8 +91,8 @@ def data_summary(table: pd.DataFrame, events: pd.DataFrame | None = None, custom
     }
     if events is not None:
         out.update(events=int(len(events)), first_event=str(events["timestamp"].min()), last_event=str(events["timestamp"].max()))
-    for target, label in LABEL_COLUMNS.items():
-        y = table[label].dropna().astype(int)
+    for target, spec in TARGETS.items():
+        y = table[spec.label].dropna().astype(int)
         out[f"{target}_labelled_rows"] = int(len(y))
         out[f"{target}_positive_rate"] = float(y.mean()) if len(y) else float("nan")
     return out
@@ -118,7 +119,7 @@ def decide(new_score: float, champion_score: float | None, metric: str, toleranc
 
 
 def train(
-    table: pd.DataFrame,
+    training_set: TrainingSet,
     config: FunnelConfig,
     *,
     truth: pd.DataFrame | None = None,
@@ -129,16 +130,24 @@ def train(
     report_dir: str | Path | None = None,
     force: bool = False,
     tune_trials: int = 0,
+    threads: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> TrainingResult:
-    """Train, evaluate, log and register every target of ``table`` (from :func:`features.snapshots.build_training_set`)."""
+    """Train, evaluate, log and register every configured target of ``training_set``
+    (:func:`funnelcast.features.snapshots.build_training_set`).
+
+    ``truth`` (the simulator's) adds the oracle; ``events`` and ``customers`` are hashed into the run's
+    data summary; ``tracking_uri``/``home`` choose the MLflow store (:func:`tracking.connect`);
+    ``threads`` sets LightGBM's threads (0: ``$FUNNELCAST_THREADS``, else every core).
+    """
     from funnelcast.training import report, tracking
 
     say = progress or (lambda message: None)
+    table = training_set.frame
     if len(table) == 0:
         raise TrainingDataError("the training set is empty: no (customer, cutoff) row has a known label")
     wanted = [t for t in TARGETS if t in config.training.targets]
-    skipped = {t: p for t in wanted if (p := readiness_problem(table, t, config)) is not None}
+    skipped = {t: p for t in wanted if (p := readiness_problem(training_set, t, config)) is not None}
     targets = [t for t in wanted if t not in skipped]
     if not targets:
         raise TrainingDataError("no target has enough labelled data to train: " + "; ".join(skipped.values()))
@@ -160,22 +169,23 @@ def train(
                 params = dict(settings.lightgbm)
                 tuned = None
                 if tune_trials > 0:
-                    params, tuned = _tune(table, target, config, params, tune_trials, say)
-                backtest = run_backtest(table, target, config, truth=truth, params=params, progress=say)
+                    params, tuned = _tune(training_set, target, config, params, tune_trials, threads, say)
+                backtest = run_backtest(training_set, target, config, truth=truth, params=params, progress=say,
+                                        threads=threads)
                 warnings.extend(backtest.warnings)
                 name = f"{settings.model_name_prefix}-{target}"
-                decision = _compare_with_champion(table, target, backtest, name, config, force)
+                decision = _compare_with_champion(training_set, target, backtest, name, config, force)
                 say(f"{target}: logging to MLflow and registering {name}")
                 # The model goes first: MLflow links every metric already in the run to a newly logged
                 # model, one query per metric, which costs seconds with a backtest's thousand metrics.
-                version = tracking.log_model(backtest.model, target_rows(table, target), name, tags={
+                version = tracking.log_model(backtest.model, training_set.rows(target), name, tags={
                     "target": target, "trained_at": trained_at, "test_cutoff": str(backtest.latest.fold.test),
                     "input_hash": summary["input_hash"], "run_id": run_id, "config_hash": backtest.model.config_hash_,
                     **{f"test_{m}": f"{backtest.latest.metrics['lightgbm'][m]:.6f}" for m in HEADLINE},
                 })
                 tracking.set_alias(name, decision.alias, version.version)
                 _log_backtest(backtest, config, target, params, summary)
-                images = _plots(backtest, table, target, out_dir)
+                images = _plots(backtest, training_set, target, out_dir)
                 tracking.set_tags({"registered_model": name, "version": version.version, "alias": decision.alias,
                                    "decision": decision.reason})
                 report_path = report.write_report(
@@ -192,15 +202,14 @@ def train(
     return TrainingResult(results, skipped, warnings, uri, parent_id, summary, out_dir)
 
 
-def _tune(table, target, config, params, trials, say):
+def _tune(training_set, target, config, params, trials, threads, say):
     from funnelcast.training import tracking
     from funnelcast.training.tuning import tune
 
     settings = config.training
-    rows = target_rows(table, target)
-    features = feature_columns(rows)
-    vocab = categorical_vocabularies(rows, features)
-    fold = backtest_folds(rows["cutoff"].unique(), horizon_days(config, target), settings.folds, settings.validation_cutoffs)[-1]
+    rows = training_set.rows(target)
+    fold = backtest_folds(rows["cutoff"].unique(), TARGETS[target].horizon_days(config), settings.folds,
+                          settings.validation_cutoffs)[-1]
     train_rows, valid_rows = rows[rows["cutoff"].isin(fold.train)], rows[rows["cutoff"].isin(fold.valid)]
 
     def on_trial(number, trial_params, value):
@@ -209,14 +218,14 @@ def _tune(table, target, config, params, trials, say):
             tracking.log_params(trial_params)
             tracking.log_metrics({"valid_log_loss": value})
 
-    best, value = tune(target, train_rows, valid_rows, features, vocab, params, trials, seed=settings.seed,
-                       early_stopping_rounds=settings.early_stopping_rounds, on_trial=on_trial)
+    best, value = tune(target, train_rows, valid_rows, training_set.model_input, params, trials, seed=settings.seed,
+                       early_stopping_rounds=settings.early_stopping_rounds, threads=threads, on_trial=on_trial)
     tracking.log_params({f"tuned_{k}": v for k, v in best.items()})
     tracking.log_metrics({"tuning/best_valid_log_loss": value})
     return best, {"trials": trials, "best_valid_log_loss": value, "params": best}
 
 
-def _compare_with_champion(table, target, backtest, name, config, force) -> Decision:
+def _compare_with_champion(training_set, target, backtest, name, config, force) -> Decision:
     """Score the current champion on this run's latest test cutoff and decide the new version's alias."""
     from funnelcast.training import tracking
 
@@ -226,13 +235,13 @@ def _compare_with_champion(table, target, backtest, name, config, force) -> Deci
     champion_version = tracking.alias_version(name, tracking.CHAMPION)
     if champion_version is None or force:
         return decide(new_score, None, metric, settings.champion_tolerance, force, champion_version)
-    test = latest_test_rows(table, backtest)
+    test = latest_test_rows(training_set, backtest)
     try:
         _, champion = tracking.load_model(name, tracking.CHAMPION)
         p = champion.predict_proba(test)
-    except SchemaError as exc:
+    except (SchemaError, TrackingError) as exc:
         return decide(new_score, None, metric, settings.champion_tolerance, False, champion_version, problem=str(exc))
-    champion_score = binary_metrics(test[LABEL_COLUMNS[target]].to_numpy(dtype=int), p)[metric]
+    champion_score = binary_metrics(test[TARGETS[target].label].to_numpy(dtype=int), p)[metric]
     return decide(new_score, champion_score, metric, settings.champion_tolerance, False, champion_version)
 
 
@@ -241,7 +250,7 @@ def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, p
 
     model = backtest.model
     tracking.log_params({
-        "target": target, "horizon_days": horizon_days(config, target), "calibration": config.training.calibration,
+        "target": target, "horizon_days": TARGETS[target].horizon_days(config), "calibration": config.training.calibration,
         "class_weight": config.training.class_weight or "none", "seed": config.training.seed,
         "folds": len(backtest.folds), "validation_cutoffs": config.training.validation_cutoffs,
         "features": len(model.feature_names_), "best_iteration": model.best_iteration_,
@@ -275,11 +284,11 @@ def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, p
                       f"{target}_data_summary.json")
 
 
-def _plots(backtest: TargetBacktest, table: pd.DataFrame, target: str, out_dir: Path) -> dict[str, Path]:
+def _plots(backtest: TargetBacktest, training_set: TrainingSet, target: str, out_dir: Path) -> dict[str, Path]:
     from funnelcast.training import report
 
     scores = backtest.latest.scores
-    test = latest_test_rows(table, backtest)
+    test = latest_test_rows(training_set, backtest)
     return {
         "calibration": report.plot_calibration(scores, out_dir / f"{target}_calibration.png"),
         "gains": report.plot_gains(scores, out_dir / f"{target}_gains.png"),

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss
 
-from funnelcast.training.model import LABEL_COLUMNS, fit_target_model
+from funnelcast.features.model_input import ModelInput
+from funnelcast.features.targets import TARGETS
+from funnelcast.training.model import fit_target_model
 
 
 def search_space(trial) -> dict[str, Any]:
@@ -26,13 +28,13 @@ def tune(
     target: str,
     train: pd.DataFrame,
     valid: pd.DataFrame,
-    features: list[str],
-    vocab: dict[str, list[str]],
+    model_input: ModelInput,
     base_params: dict[str, Any],
     n_trials: int,
     *,
     seed: int = 0,
     early_stopping_rounds: int = 50,
+    threads: int = 0,
     on_trial: Callable[[int, dict[str, Any], float], None] | None = None,
 ) -> tuple[dict[str, Any], float]:
     """Minimise validation log loss of the uncalibrated booster over ``n_trials`` seeded TPE trials.
@@ -43,12 +45,12 @@ def tune(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    y_valid = valid[LABEL_COLUMNS[target]].to_numpy(dtype=float)
+    y_valid = valid[TARGETS[target].label].to_numpy(dtype=float)
 
     def objective(trial) -> float:
         params = {**base_params, **search_space(trial)}
-        model = fit_target_model(target, train, valid, features, vocab, params, seed=seed,
-                                 early_stopping_rounds=early_stopping_rounds)
+        model = fit_target_model(target, train, valid, model_input, params, seed=seed,
+                                 early_stopping_rounds=early_stopping_rounds, threads=threads)
         raw = model.raw_score(model.matrix(valid))
         value = float(log_loss(y_valid, 1 / (1 + np.exp(-raw)), labels=[0, 1]))
         trial.set_user_attr("best_iteration", model.best_iteration_)

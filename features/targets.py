@@ -1,0 +1,90 @@
+"""What funnelcast predicts: one :class:`Target` definition per target, read by every module.
+
+A target is a name and everything that belongs to it: its label and eligibility columns, its horizon
+in the funnel config, who is eligible at a cutoff and what counts as the outcome in
+``[cutoff, cutoff + horizon)`` (:mod:`funnelcast.features.labels`), the simulator's truth column, the
+field that carries its probability in scores, the words a report uses for it, and the direction of
+the recency/frequency baseline. Training sets, backtests, baselines, reports, the MLflow model and
+the scorer all iterate over :data:`TARGETS`; a new target is one entry here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from funnelcast.features.behaviour import FeatureSpec
+from funnelcast.features.errors import ConfigError
+from funnelcast.features.events import EventArrays
+from funnelcast.features.funnel import FunnelConfig
+from funnelcast.features.labels import Eligibility, churn_outcome, conversion_outcome, eligibility
+
+
+@dataclass(frozen=True)
+class Target:
+    """One thing funnelcast predicts, for the customers eligible for it at a cutoff.
+
+    ``horizon`` reads the horizon (days) from the funnel config; ``eligible`` picks the target's
+    customers from an :class:`~funnelcast.features.labels.Eligibility`; ``outcome`` says, per
+    customer, whether the outcome happened in ``[t, t + horizon)`` (int8 0/1, meaningful where eligible).
+    """
+
+    name: str
+    title: str  # "next-stage conversion": what the target is, in a heading
+    outcome_words: str  # "moved to the next stage": what a positive did, in a report
+    probability: str  # the field of a score that carries the calibrated probability
+    truth: str  # the simulator's hidden-state probability column (with "_given_history": the oracle)
+    horizon: Callable[[FunnelConfig], int]
+    eligible: Callable[[Eligibility], np.ndarray]
+    outcome: Callable[[EventArrays, int, FeatureSpec, Eligibility], np.ndarray]
+    recency_sign: float  # +1: recent, frequent activity makes the outcome likelier (conversion); -1: less (churn)
+    by_transition: bool = False  # metrics also per stage transition (the conversion model serves every stage)
+    reason_priority: int = 0  # a customer eligible for several targets gets reasons for the lowest
+
+    @property
+    def label(self) -> str:
+        """Training-set column: the outcome, nullable Int8 (<NA>: not eligible or not yet known)."""
+        return f"{self.name}_label"
+
+    @property
+    def eligible_column(self) -> str:
+        """Feature-frame column: whether the target applies to the row's customer at its cutoff."""
+        return f"{self.name}_eligible"
+
+    def horizon_days(self, config: FunnelConfig) -> int:
+        return int(self.horizon(config))
+
+
+CONVERT = Target(
+    name="convert", title="next-stage conversion", outcome_words="moved to the next stage",
+    probability="next_stage_probability", truth="p_next_stage",
+    horizon=lambda cfg: cfg.conversion.horizon_days, eligible=lambda e: e.convert, outcome=conversion_outcome,
+    recency_sign=1.0, by_transition=True, reason_priority=1,
+)
+CHURN = Target(
+    name="churn", title="churn", outcome_words="churned", probability="churn_probability", truth="p_churn",
+    horizon=lambda cfg: cfg.churn.horizon_days, eligible=lambda e: e.churn, outcome=churn_outcome,
+    recency_sign=-1.0, reason_priority=0,
+)
+TARGETS: dict[str, Target] = {t.name: t for t in (CONVERT, CHURN)}
+"""Every target, in training order."""
+LABEL_COLUMNS = tuple(t.label for t in TARGETS.values())
+ELIGIBLE_COLUMNS = tuple(t.eligible_column for t in TARGETS.values())
+
+
+def get(name: str) -> Target:
+    """The target called ``name``; :class:`ConfigError` naming the known ones otherwise."""
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown target {name!r}; targets are {list(TARGETS)}") from None
+
+
+def compute_labels(a: EventArrays, t: int, spec: FeatureSpec, features: np.ndarray
+                   ) -> tuple[Eligibility, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Eligibility from the point-in-time ``features`` at ``t`` (events strictly before it), and per
+    target ``(eligible, outcome)`` with the outcome from the events in ``[t, t + horizon)``."""
+    elig = eligibility(a, t, spec, features)
+    return elig, {name: (target.eligible(elig), target.outcome(a, t, spec, elig)) for name, target in TARGETS.items()}
