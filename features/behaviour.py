@@ -62,14 +62,17 @@ class FeatureSpec:
 
     @property
     def n_types(self) -> int:
+        """Event types in the config (K)."""
         return len(self.type_stage)
 
     @property
     def n_stages(self) -> int:
+        """Stages in the funnel."""
         return len(self.config.stages)
 
     @property
     def n_channels(self) -> int:
+        """Channels, plus one slot for a missing channel."""
         return self.direction_matrix.shape[0]  # including the "missing" slot
 
 

@@ -65,10 +65,12 @@ class ValidationSummary:
     ignored_columns: list[str] = field(default_factory=list)
 
     def drop(self, reason: str, n: int) -> None:
+        """Count ``n`` rows dropped for ``reason``."""
         if n:
             self.dropped[reason] = self.dropped.get(reason, 0) + int(n)
 
     def alter(self, reason: str, n: int) -> None:
+        """Count ``n`` rows altered for ``reason``."""
         if n:
             self.altered[reason] = self.altered.get(reason, 0) + int(n)
 
@@ -77,6 +79,7 @@ class ValidationSummary:
         return sum(n for reasons in (self.dropped, self.altered) for why, n in reasons.items() if why.startswith(prefix))
 
     def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy (what ``funnelcast check --json`` prints under ``validation``)."""
         return {
             "source": self.source,
             "rows_read": self.rows_read,
@@ -87,6 +90,7 @@ class ValidationSummary:
         }
 
     def lines(self) -> list[str]:
+        """The summary as lines of text, one per reason (what the CLI prints)."""
         out = [f"{self.source}: {self.rows_read:,} rows read, {self.rows_out:,} kept"]
         out += [f"  dropped {n:,}: {why}" for why, n in self.dropped.items()]
         out += [f"  altered {n:,}: {why}" for why, n in self.altered.items()]
@@ -367,6 +371,7 @@ class EventArrays:
 
     @property
     def n_customers(self) -> int:
+        """Customers on the customer axis (C)."""
         return len(self.customer_ids)
 
     @classmethod

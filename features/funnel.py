@@ -33,11 +33,13 @@ class _Strict(BaseModel):
 
 
 class Stage(_Strict):
+    """A journey stage and the event types that evidence it."""
     name: Name
     event_types: list[Name] = Field(min_length=1)
 
 
 class ConversionConfig(_Strict):
+    """Next-stage conversion: its horizon (days after the cutoff) and who counts as active (days before it)."""
     horizon_days: int = Field(30, gt=0, le=3650)
     active_within_days: int = Field(
         180, gt=0, description="Customers with no qualifying event in this many days before the cutoff are lapsed."
@@ -45,6 +47,7 @@ class ConversionConfig(_Strict):
 
 
 class ChurnConfig(_Strict):
+    """The churn definition (inactivity or an explicit churn event), its horizon in days and the stage it applies from."""
     definition: Literal["inactivity", "explicit"] = "inactivity"
     horizon_days: int = Field(60, gt=0, le=3650)
     applies_from_stage: Name
@@ -53,6 +56,7 @@ class ChurnConfig(_Strict):
 
 
 class FeatureWindows(_Strict):
+    """Feature windows in whole days before the cutoff, and the trend window."""
     windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90], min_length=1)
     trend_days: int = Field(30, gt=0)
 
@@ -65,12 +69,14 @@ class FeatureWindows(_Strict):
 
 
 class SnapshotConfig(_Strict):
+    """Training cutoffs: every ``every_days`` from ``anchor_date`` (midnight UTC), after ``min_history_days`` of data."""
     every_days: int = Field(30, gt=0)
     anchor_date: dt.date = dt.date(2000, 1, 1)
     min_history_days: int = Field(90, ge=0)
 
 
 class ReadinessConfig(_Strict):
+    """The minimums a target needs before it is trained (labelled rows, positives, events per customer)."""
     min_positives: int = Field(50, ge=1)
     min_eligible: int = Field(500, ge=1)
     min_events_per_customer: int = Field(3, ge=1)
@@ -125,6 +131,7 @@ class TrainingConfig(_Strict):
 
 
 class RiskTier(_Strict):
+    """A named churn-probability floor (the highest floor a customer reaches names their tier)."""
     name: Name
     min_churn_probability: float = Field(ge=0, le=1)
 
@@ -254,10 +261,12 @@ class FunnelConfig(_Strict):
 
     @cached_property
     def stage_names(self) -> tuple[str, ...]:
+        """Stage names in journey order."""
         return tuple(s.name for s in self.stages)
 
     @cached_property
     def channel_names(self) -> tuple[str, ...]:
+        """Known channels (then ``other`` under ``map_to_other``)."""
         names = list(self.channels)
         if self.unknown_channels == "map_to_other":
             names.append(OTHER)
@@ -278,6 +287,7 @@ class FunnelConfig(_Strict):
 
     @cached_property
     def churn_stage_index(self) -> int:
+        """Index of ``churn.applies_from_stage`` among the stages."""
         return self.stage_names.index(self.churn.applies_from_stage)
 
     def data_hash(self) -> str:
@@ -300,6 +310,7 @@ def _no_repeats(values: list[str], what: str) -> None:
 
 
 def default_config_path() -> Path:
+    """The path of the shipped five-stage funnel config (``default_funnel.yaml``)."""
     return Path(str(resources.files("funnelcast.features").joinpath("default_funnel.yaml")))
 
 
@@ -323,6 +334,7 @@ def load_config(path: str | Path | None = None) -> FunnelConfig:
 
 
 def config_from_dict(raw: dict, origin: str = "config") -> FunnelConfig:
+    """Validate a funnel config given as a mapping; :class:`ConfigError` names every invalid field, prefixed by ``origin``."""
     try:
         return FunnelConfig.model_validate(raw)
     except ValidationError as exc:

@@ -167,6 +167,7 @@ class ModelInput:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelInput:
+        """Rebuild an input contract from :meth:`to_dict` output (plain JSON)."""
         return cls(data["behaviour"], [Attribute(a["name"], a["kind"], tuple(a.get("categories", ()))) for a in data["attributes"]],
                    data.get("timezone"), data.get("config_hash", ""), data.get("reserved", ()))
 

@@ -23,6 +23,7 @@ from funnelcast.features.targets import TARGETS
 
 @dataclass
 class TargetReadiness:
+    """One target's verdict: labelled rows, positives and the reasons it is not ready."""
     target: str
     ready: bool
     rows: int
@@ -31,11 +32,13 @@ class TargetReadiness:
 
     @property
     def verdict(self) -> str:
+        """``ready``, or ``not ready:`` and the reasons."""
         return "ready" if self.ready else "not ready: " + "; ".join(self.reasons)
 
 
 @dataclass
 class ReadinessReport:
+    """What :func:`assess` found: the data's size and history, event types, verdicts per target and the minimums."""
     events: int
     customers: int
     first_event: pd.Timestamp | None
@@ -50,6 +53,7 @@ class ReadinessReport:
     minimums: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy (``funnelcast check --json``)."""
         return {
             "events": self.events,
             "customers": self.customers,

@@ -122,6 +122,7 @@ def _role_tables(types: tuple[str, ...]) -> np.ndarray:
 
 @dataclass
 class Traits:
+    """Static latent traits of simulated customers (engagement, fit, value, service risk)."""
     engagement: np.ndarray
     fit: np.ndarray
     value: np.ndarray
@@ -131,6 +132,7 @@ class Traits:
     offer_delay: np.ndarray  # days after first purchase; inf = never offered
 
     def take(self, idx: np.ndarray) -> Traits:
+        """The traits of customers ``idx``."""
         return Traits(**{f: getattr(self, f)[idx] for f in self.__dataclass_fields__})
 
     def column(self) -> Traits:
@@ -170,6 +172,7 @@ class _Model:
         return np.stack(np.broadcast_arrays(browse, advance, repeat, support, touch, opened, impression), axis=-1)
 
     def silent_hazard(self, stage, z, mood, tr: Traits, offer_active) -> np.ndarray:
+        """Daily probability of going silent for good, per customer."""
         return np.clip(
             SILENT_BASE[stage] * SILENT_INTENT[z] * SILENT_MOOD[mood] * tr.silent_factor * np.where(offer_active, 0.5, 1.0),
             0.0,
@@ -177,6 +180,7 @@ class _Model:
         )
 
     def type_mask(self, names) -> np.ndarray:
+        """A 0/1 mask over event types for ``names``."""
         m = np.zeros(len(self.types), dtype=bool)
         m[[self.code[n] for n in names if n in self.code]] = True
         return m
@@ -212,6 +216,7 @@ class _HistoryFilter:
 
     def update(self, idx, s, tr: Traits, season, holiday, offer_active, counts, offer_expected, offer_seen,
                cancel, touched, bought) -> None:
+        """One simulated day's Bayes-filter update of the belief about each customer's hidden state."""
         b = self.belief[idx]
         dead = np.clip(1.0 - b.sum(axis=1), 0.0, 1.0)
         trb = tr.column()
@@ -315,6 +320,7 @@ def exact_probabilities(
 
 @dataclass
 class Simulation:
+    """A simulation: events, customers and truth frames, and its first and end day (UTC, end exclusive)."""
     events: pd.DataFrame
     customers: pd.DataFrame
     truth: pd.DataFrame
@@ -322,6 +328,7 @@ class Simulation:
     end: pd.Timestamp
 
     def write(self, out: str | Path, fmt: str = "parquet") -> dict[str, Path]:
+        """Write events, customers and truth to ``out`` as Parquet (or CSV); returns the paths by name."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         paths = {}

@@ -54,6 +54,7 @@ class Target:
         return f"{self.name}_eligible"
 
     def horizon_days(self, config: FunnelConfig) -> int:
+        """The target's horizon under ``config``, in whole days after the cutoff."""
         return int(self.horizon(config))
 
 

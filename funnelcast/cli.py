@@ -520,6 +520,7 @@ def serve_cmd(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the ``funnelcast`` command with ``argv`` (default: the process's arguments)."""
     app(args=argv, prog_name="funnelcast")
 
 

@@ -35,6 +35,7 @@ class PathAttribution:
 
     @classmethod
     def from_booster(cls, booster: lgb.Booster, num_iteration: int) -> PathAttribution:
+        """The credit table of ``booster``'s first ``num_iteration`` trees (built once per model, ~0.4 s)."""
         dump = booster.dump_model(num_iteration=num_iteration)
         n_features = len(dump["feature_names"])
         rows: list[int] = []

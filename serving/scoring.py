@@ -110,6 +110,7 @@ class Population:
 
     @classmethod
     def of(cls, p_risk: np.ndarray, as_of: int) -> Population:
+        """The population of the non-missing risk probabilities ``p_risk`` scored at ``as_of`` (int ns)."""
         p = p_risk[~np.isnan(p_risk)]
         return cls(np.sort(p), as_of)
 
@@ -316,6 +317,7 @@ class Scorer:
 
     # ---- presentation --------------------------------------------------------------------------
     def risk_tier(self, p_churn: np.ndarray) -> np.ndarray:
+        """The risk tier of each churn probability (None where there is none), from ``serving.risk_tiers``."""
         tiers = np.full(len(p_churn), None, dtype=object)
         ok = ~np.isnan(p_churn)
         # Floors are descending; the first floor reached names the tier.
@@ -324,6 +326,7 @@ class Scorer:
         return tiers
 
     def stage_names(self, stage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(stage, next stage) names of float stage indices; None before any stage or after the last."""
         names = self._stage_names
         k = len(names) - 1
         idx = np.where(np.isnan(stage), k, stage).astype(np.int64)

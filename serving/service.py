@@ -61,6 +61,7 @@ class EventIn(BaseModel):
 # "customer_ids" must not be ignored). BentoML builds these from the method's signature but without
 # extra="forbid", so they are spelled out and passed as ``input_spec``; the methods take the same names.
 class ScoreRequest(BaseModel):
+    """The body of ``POST /score``."""
     model_config = ConfigDict(extra="forbid")
     customer_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]],
                             Field(min_length=1, max_length=MAX_IDS, description="Customers to score.")]
@@ -68,6 +69,7 @@ class ScoreRequest(BaseModel):
 
 
 class ScoreEventsRequest(BaseModel):
+    """The body of ``POST /score_events``."""
     model_config = ConfigDict(extra="forbid")
     events: Annotated[list[EventIn], Field(max_length=MAX_EVENTS, description="The customer's events.")]
     customer: Annotated[dict[str, Any] | None, Field(description="Static attributes (segment, country, signup_date, ...).")] = None
@@ -76,6 +78,7 @@ class ScoreEventsRequest(BaseModel):
 
 
 class OutreachRequest(BaseModel):
+    """The body of ``POST /outreach``."""
     model_config = ConfigDict(extra="forbid")
     top: Annotated[int, Field(ge=1, le=MAX_TOP, description="How many customers.")] = 50
     stage: Annotated[str | None, Field(max_length=64)] = None
@@ -83,6 +86,7 @@ class OutreachRequest(BaseModel):
 
 
 class ModelInfoRequest(BaseModel):
+    """The body of ``POST /model_info`` (empty)."""
     model_config = ConfigDict(extra="forbid")
 
 

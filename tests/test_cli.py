@@ -192,3 +192,32 @@ def test_truth_is_found_beside_the_events_in_either_format(tmp_path):
     events = pd.DataFrame({"customer_id": ["a"], "timestamp": ["2024-01-01T00:00:00Z"], "event_type": ["order"]})
     with pytest.raises(EventDataError, match="truth table .*nope.parquet.*no such file"):
         Project().load(events, truth=str(tmp_path / "nope.parquet"))
+
+def test_only_errors_raised_on_purpose_become_a_paragraph_and_a_bug_shows_as_a_bug(tmp_path, monkeypatch):
+    """``funnelcast check`` in-process: a FunnelcastError is one paragraph with exit code 2; any other
+    exception (a bug, here a ValueError deep in the library) keeps its type and traceback."""
+    from typer.testing import CliRunner
+
+    from funnelcast.cli import app
+    from funnelcast.features.errors import TrainingDataError
+    from funnelcast.project import Project
+
+    events = tmp_path / "events.csv"
+    events.write_text("customer_id,timestamp,event_type\n1,2024-01-01T00:00:00Z,order\n")
+    runner = CliRunner()
+
+    def on_purpose(self, data, customers=None, *, data_end=None):
+        raise TrainingDataError("not enough history for anything")
+
+    monkeypatch.setattr(Project, "check", on_purpose)
+    result = runner.invoke(app, ["check", "--events", str(events)])
+    assert result.exit_code == 2 and result.exception is not None  # typer.Exit(2)
+    assert "funnelcast check: bad input. not enough history for anything" in " ".join(result.output.split())
+
+    def bug(self, data, customers=None, *, data_end=None):
+        return {}["no such key"]
+
+    monkeypatch.setattr(Project, "check", bug)
+    result = runner.invoke(app, ["check", "--events", str(events)])
+    assert result.exit_code == 1 and isinstance(result.exception, KeyError)
+    assert "bad input" not in result.output

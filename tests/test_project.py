@@ -69,6 +69,21 @@ def test_a_notebook_trains_and_scores_through_the_public_api(notebook, sim):
     pd.testing.assert_frame_equal(again, scores)
 
 
+def test_the_quickstart_notebook_runs_as_a_script(tmp_path):
+    """notebooks/quickstart.py: the README's Python API, end to end, on a small simulation."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.py"
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env |= {"QUICKSTART_CUSTOMERS": "2000", "QUICKSTART_DIR": str(tmp_path), "FUNNELCAST_THREADS": "1"}
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "churn: ready" in run.stdout and "funnelcast-churn v1 champion" in run.stdout
+    assert "MLflow model and batch scores agree: True" in run.stdout
+
+
 def test_a_numeric_attribute_named_days_since_is_a_number_from_training_to_serving(notebook, sim):
     """Defect: serving read ``days_since_referral`` as a date column ``referral`` and failed."""
     scorer = notebook["project"].scorer()

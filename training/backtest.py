@@ -37,6 +37,7 @@ columns fall back to the hidden-state ones."""
 
 @dataclass
 class FoldResult:
+    """One fold of a backtest: its cutoffs, every model's metrics, the test scores and the fitted model."""
     fold: Fold
     metrics: dict[str, dict[str, float]]
     """Model name (``lightgbm``, ``logistic``, ``recency_frequency``; on simulated data ``oracle``, the
@@ -50,6 +51,7 @@ class FoldResult:
 
 @dataclass
 class TargetBacktest:
+    """Every fold of one target's backtest, oldest first, and the labelled rows it used."""
     target: str
     folds: list[FoldResult]
     rows: int
@@ -58,10 +60,12 @@ class TargetBacktest:
 
     @property
     def latest(self) -> FoldResult:
+        """The latest fold (the one whose model is registered)."""
         return self.folds[-1]
 
     @property
     def model(self) -> TargetModel:
+        """The latest fold's model."""
         return self.latest.model
 
     def summary(self) -> dict[str, dict[str, float]]:

@@ -45,6 +45,7 @@ def fit_logistic(train: pd.DataFrame, model_input: ModelInput, target: str, seed
 
 
 def predict_logistic(model: Pipeline, frame: pd.DataFrame) -> np.ndarray:
+    """The logistic baseline's probabilities for a training-set frame."""
     pre = model.named_steps["prepare"]
     numeric, categorical = pre.transformers[0][2], pre.transformers[1][2]
     return model.predict_proba(_frame(frame, numeric, categorical))[:, 1]
@@ -68,15 +69,18 @@ class RecencyFrequency:
         self.target = target
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
+        """The heuristic's raw score: higher means likelier (log1p frequency minus log1p days since last activity, signed by target)."""
         recency = frame[self.recency].to_numpy(dtype=float, na_value=np.nan)
         recency = np.where(np.isnan(recency), 10_000.0, recency)  # never active: as stale as it gets
         frequency = np.nan_to_num(frame[self.frequency].to_numpy(dtype=float, na_value=np.nan))
         return self.sign * (np.log1p(frequency) - np.log1p(recency))
 
     def fit(self, valid: pd.DataFrame) -> RecencyFrequency:
+        """Fit the isotonic calibration on the validation rows."""
         self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
             self.score(valid), valid[TARGETS[self.target].label].to_numpy(dtype=float))
         return self
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities of the heuristic."""
         return np.clip(self.calibrator_.predict(self.score(frame)), 1e-6, 1 - 1e-6)

@@ -44,6 +44,7 @@ class Calibrator:
         self.method = method
 
     def fit(self, raw: np.ndarray, y: np.ndarray) -> Calibrator:
+        """Fit the map from raw scores (log-odds) to probabilities on held-out labels ``y``."""
         raw = np.asarray(raw, dtype=float)
         y = np.asarray(y, dtype=float)
         if self.method == "isotonic":
@@ -63,6 +64,7 @@ class Calibrator:
         return self
 
     def predict(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of raw scores, kept inside [floor, 1 - floor]."""
         raw = np.asarray(raw, dtype=float)
         if self.method == "isotonic":
             p = np.interp(raw, self.x_, self.y_)
@@ -85,14 +87,17 @@ class TargetModel:
 
     @property
     def feature_names_(self) -> list[str]:
+        """The model's input columns, in matrix order."""
         return list(self.input_.columns)
 
     @property
     def categories_(self) -> dict[str, list[str]]:
+        """Feature column to vocabulary, for category attributes."""
         return self.input_.categories
 
     @property
     def config_hash_(self) -> str:
+        """The funnel config data hash the behaviour features were built under."""
         return self.input_.config_hash
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:

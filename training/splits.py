@@ -39,6 +39,7 @@ class Fold:
         return self.train[-1]
 
     def describe(self) -> str:
+        """The fold in a sentence (cutoff dates), for progress and reports."""
         return (f"fold {self.index}: train {self.train[0]:%Y-%m-%d}..{self.train[-1]:%Y-%m-%d} ({len(self.train)} cutoffs), "
                 f"validate {', '.join(f'{c:%Y-%m-%d}' for c in self.valid)}, test {self.test:%Y-%m-%d}")
 

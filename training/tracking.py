@@ -96,18 +96,22 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
 
 
 def log_params(params: dict[str, Any]) -> None:
+    """Log parameters to the active run (dicts and lists as JSON)."""
     mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
 
 
 def set_tags(tags: dict[str, Any]) -> None:
+    """Set tags on the active run."""
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
 def log_dict(data: dict, artifact_file: str) -> None:
+    """Log a dict as a JSON artifact of the active run."""
     mlflow.log_dict(data, artifact_file)
 
 
 def log_artifact(path: str | Path, folder: str | None = None) -> None:
+    """Log a file as an artifact of the active run, under ``folder``."""
     mlflow.log_artifact(str(path), artifact_path=folder)
 
 
@@ -124,6 +128,7 @@ class FunnelcastModel(mlflow.pyfunc.PythonModel):
         self.model = model
 
     def predict(self, context, model_input, params=None):  # noqa: ARG002 - MLflow's signature
+        """Calibrated probabilities of the rows of ``model_input``; NaN where ``<target>_eligible`` is false."""
         eligible = TARGETS[self.model.target].eligible_column
         if eligible not in model_input.columns:
             raise SchemaError(f"the input lacks the column {eligible!r} (whether the {self.model.target} target applies "
@@ -149,6 +154,7 @@ def _requirements() -> list[str]:
 
 @dataclass(frozen=True)
 class RegisteredVersion:
+    """A registered model version: name, version and ``models:/`` URI."""
     name: str
     version: str
     model_uri: str
@@ -206,10 +212,12 @@ def alias_version(registered_name: str, alias: str) -> str | None:
 
 
 def set_alias(registered_name: str, alias: str, version: str) -> None:
+    """Point ``alias`` (champion, challenger) of a registered model at ``version``."""
     mlflow.MlflowClient().set_registered_model_alias(registered_name, alias, version)
 
 
 def set_version_tags(registered_name: str, version: str, tags: dict[str, Any]) -> None:
+    """Set tags on a registered model version."""
     client = mlflow.MlflowClient()
     for k, v in tags.items():
         client.set_model_version_tag(registered_name, version, k, str(v))
@@ -223,4 +231,5 @@ def version_info(registered_name: str, version: str) -> dict[str, Any]:
 
 
 def tracking_uri() -> str:
+    """The tracking URI MLflow is connected to."""
     return mlflow.get_tracking_uri()

@@ -32,6 +32,7 @@ LOWER_IS_BETTER = {"log_loss", "brier", "ece"}
 
 @dataclass
 class Decision:
+    """Champion or challenger, and why, with the scores compared."""
     alias: str
     reason: str
     new_score: float | None = None
@@ -41,6 +42,7 @@ class Decision:
 
 @dataclass
 class TargetResult:
+    """What training one target produced: its backtest, MLflow run, registered version, decision and report."""
     backtest: TargetBacktest
     run_id: str
     model_name: str
@@ -52,6 +54,7 @@ class TargetResult:
 
 @dataclass
 class TrainingResult:
+    """What :func:`train` produced for every target, and the targets it skipped (with why)."""
     targets: dict[str, TargetResult]
     skipped: dict[str, str]
     warnings: list[str]
@@ -66,6 +69,7 @@ class TrainingResult:
         return _entries(self)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
+        """The entries, JSON-ready: what ``funnelcast train --json`` prints."""
         return self.entries
 
 
@@ -81,6 +85,7 @@ def input_hash(*frames: pd.DataFrame | None) -> str:
 
 
 def data_summary(table: pd.DataFrame, events: pd.DataFrame | None = None, customers: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Rows, customers, cutoffs, events, label rates and an input hash of a training run's data (logged to MLflow)."""
     out: dict[str, Any] = {
         "training_rows": int(len(table)),
         "customers": int(table["customer_id"].nunique()),

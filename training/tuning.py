@@ -14,6 +14,7 @@ from funnelcast.training.model import fit_target_model
 
 
 def search_space(trial) -> dict[str, Any]:
+    """The Optuna search space over LightGBM's main parameters (scikit-learn names)."""
     return {
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.1, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 7, 127, log=True),
