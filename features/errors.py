@@ -30,3 +30,9 @@ class ConfigError(FunnelcastError, ValueError):
 
 class TrainingDataError(FunnelcastError, ValueError):
     """Data that cannot train a target: no labelled row, one class, too few cutoffs for a fold."""
+
+
+class DestinationError(FunnelcastError, OSError):
+    """A place funnelcast was asked to write (a folder for reports, simulations or a store) that it cannot."""
+
+    kind = "destination"

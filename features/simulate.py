@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from funnelcast.features.errors import ConfigError
+from funnelcast.features.errors import ConfigError, DestinationError
 from funnelcast.features.funnel import FunnelConfig
 from funnelcast.features.snapshots import snapshot_cutoffs
 from funnelcast.features.timestamps import DAY_NS, stated_time
@@ -330,15 +330,18 @@ class Simulation:
     def write(self, out: str | Path, fmt: str = "parquet") -> dict[str, Path]:
         """Write events, customers and truth to ``out`` as Parquet (or CSV); returns the paths by name."""
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         paths = {}
-        for name, frame in (("events", self.events), ("customers", self.customers), ("truth", self.truth)):
-            path = out / f"{name}.{fmt}"
-            if fmt == "csv":
-                frame.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
-            else:
-                frame.to_parquet(path, index=False)
-            paths[name] = path
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for name, frame in (("events", self.events), ("customers", self.customers), ("truth", self.truth)):
+                path = out / f"{name}.{fmt}"
+                if fmt == "csv":
+                    frame.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+                else:
+                    frame.to_parquet(path, index=False)
+                paths[name] = path
+        except OSError as exc:
+            raise DestinationError(f"{out}: could not write the simulation there: {exc}") from None
         return paths
 
 

@@ -221,3 +221,11 @@ def test_only_errors_raised_on_purpose_become_a_paragraph_and_a_bug_shows_as_a_b
     result = runner.invoke(app, ["check", "--events", str(events)])
     assert result.exit_code == 1 and isinstance(result.exception, KeyError)
     assert "bad input" not in result.output
+
+
+def test_an_unwritable_output_folder_is_a_paragraph(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    r = run("simulate", "--customers", "50", "--end", "2024-03-01", "--no-truth", "--out", str(blocker / "sim"))
+    assert r.returncode == 2 and "bad destination" in r.stderr and "could not write the simulation" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -47,7 +47,10 @@ def resolve_uri(tracking_uri: str | None = None, home: str | Path | None = None)
         return uri, None
     folder = Path(home) if home is not None else DEFAULT_HOME
     folder = folder.resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingError(f"the embedded MLflow store cannot be made in {folder}: {exc}") from None
     return f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts"
 
 

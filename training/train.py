@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from funnelcast.features.errors import TrainingDataError
+from funnelcast.features.errors import DestinationError, TrainingDataError
 from funnelcast.features.funnel import FunnelConfig
 from funnelcast.features.model_input import SchemaError
 from funnelcast.features.snapshots import TrainingSet
@@ -160,7 +160,10 @@ def train(
     summary = data_summary(table, events, customers)
     uri = tracking.connect(tracking_uri, home)
     out_dir = Path(report_dir) if report_dir is not None else Path(tempfile.mkdtemp(prefix="funnelcast-report-"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DestinationError(f"{out_dir}: the report folder cannot be made: {exc}") from None
     settings = config.training
     results: dict[str, TargetResult] = {}
     trained_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
