@@ -648,3 +648,32 @@ def test_unusable_database_url(config: FunnelConfig) -> None:
 def test_unreachable_database(config: FunnelConfig) -> None:
     with pytest.raises(EventDataError, match=r"^postgresql\+psycopg://postgres@127\.0\.0\.1:1/test \(table events\): the database refused the read: "):
         read_events("postgresql+psycopg://postgres@127.0.0.1:1/test#events", config)
+
+
+# ---- one encoder, two shapes of input ----------------------------------------------------------
+
+def test_a_table_and_json_events_encode_to_the_same_arrays_with_the_same_counts(config: FunnelConfig) -> None:
+    """EventEncoder: a customer's events as a table row set and as a request's JSON list are one contract."""
+    from funnelcast.features.events import DUPLICATES, EventEncoder, mapped_to_other
+
+    records = [
+        {"customer_id": "c1", "timestamp": "2024-03-01T10:00:00+01:00", "event_type": "order", "channel": "direct", "amount": 20.5},
+        {"customer_id": "c1", "timestamp": "2024-02-01T00:00:00Z", "event_type": "blog_view", "channel": "carrier_pigeon"},
+        {"customer_id": "c1", "timestamp": "2024-02-01T00:00:00Z", "event_type": "blog_view", "channel": "carrier_pigeon"},
+        {"customer_id": "c1", "timestamp": "2024-01-15T08:30:00Z", "event_type": "newsletter_signup", "properties": {"src": "x"}},
+    ]
+    encoder = EventEncoder(config)
+    from_table, table_summary = encoder.frame(pd.DataFrame(records))
+    from_json, json_summary = encoder.records(records)
+    for field in ("customer_ids", "starts", "customer", "ts", "event_type", "channel", "amount"):
+        np.testing.assert_array_equal(getattr(from_table, field), getattr(from_json, field), err_msg=field)
+    for summary in (table_summary, json_summary):
+        assert summary.rows_read == 4 and summary.rows_out == 3
+        assert summary.count(DUPLICATES) == 1 and summary.count(mapped_to_other("channel")) == 2
+    assert table_summary.altered == json_summary.altered and table_summary.dropped == json_summary.dropped
+    # The same refusals, in each shape's words.
+    bad = [dict(records[0], amount=-1.0)]
+    with pytest.raises(EventDataError, match="negative purchase amount"):
+        encoder.frame(pd.DataFrame(bad))
+    with pytest.raises(EventDataError, match=r"events\[0\]\.amount -1\.0 is a negative purchase amount"):
+        encoder.records(bad)
