@@ -5,63 +5,40 @@ Run from the repository root::
     .venv/bin/python bench/bench_features.py            # 10M events / 500k customers, best of 3
     .venv/bin/python bench/bench_features.py --quick    # 200k events / 10k customers smoke run
 
-What it measures (all on the default funnel, ``features.funnel.load_config()``):
-
-1. Batch: ``compute_features(arrays, cutoff, spec)`` over synthetic events built directly as arrays,
-   at a cutoff one day before the data ends; best of ``--repeat``. Throughput counts *all* N events
-   (the engine reads every event, the few at or after the cutoff included). The run happens in a
-   fresh subprocess that loads the arrays from ``.npy`` files, so its peak RSS
-   (``getrusage(RUSAGE_SELF).ru_maxrss``) is the engine's and not the data generator's.
-2. References, both computing the same 195 columns over the same events in a native DuckDB table,
-   at one thread and at DuckDB's default threads, each checked column by column against funnelcast:
-
-   * "duckdb wide (one aggregate per column)": one query (``duckdb_sql``), a ``GROUP BY customer``
-     with a ``count(*) FILTER (...)`` (or min/max/sum) per output column, materialised with
-     ``.fetchnumpy()``. Simple, and slow: every event runs through ~150 filtered aggregates.
-   * "duckdb long-form": what a competent analyst writes (``duckdb_long_plan``): four narrow
-     ``GROUP BY`` queries, per (customer, event type), (customer, channel), distinct (customer, day)
-     and purchases (``lag()`` gaps), each with a handful of aggregates, then a vectorised numpy pivot
-     into the matrix (``duckdb_long_pivot``; its time is included). Its figure is the lower of its
-     end-to-end best and the sum of the best back-to-back time of each query and of the pivot.
-
-   The ">= 3x DuckDB" aim is judged against the faster of the two at each thread setting.
-3. One customer with 50 events: ``compute_features`` on an ``EventArrays`` of one customer, and the
-   path from 50 Python dicts (a CRM payload) through ``EventArrays.from_frame(pd.DataFrame(...))``.
-
-Figures go to stdout and to ``bench/results/features.json`` (``features-quick.json`` for ``--quick``,
-so a smoke run never overwrites the full-size figures). The machine's load average is printed too:
-on a shared 2-core machine other processes move every timing here.
+Synthetic events are built directly as ``EventArrays`` (seeded, vectorised); the figures are
+``compute_features`` on them (warm, at 1 thread and one per core; peak memory and cold times in a
+fresh process), two DuckDB references computing the same 195 columns (``duckdb_sql``, one wide
+``GROUP BY``; ``duckdb_long_plan`` + ``duckdb_long_pivot``, four narrow ones and a numpy pivot),
+checked column by column, and one customer's 50 events: on ``EventArrays`` (the aim) and from 50
+dicts (``EventEncoder.records``, what ``/score_events`` runs, and two pandas paths). How each figure
+is made: bench/README.md. Figures go to stdout and ``bench/results/features[-quick].json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import pandas as pd  # noqa: E402
-
-from funnelcast.features.behaviour import DAY_NS, EventArrays, compute_features, feature_spec  # noqa: E402
-from common import GIB, rss_now, ru_maxrss  # noqa: E402  (bench/)
-from funnelcast.features.funnel import FunnelConfig, load_config  # noqa: E402
+import funnelcast as fc
+from common import GIB, RESULTS, loadavg_text, machine, rss_now, ru_maxrss, run_self, say, time_calls, verdict, write_report
+from funnelcast.features.behaviour import compute_features, feature_spec
+from funnelcast.features.events import EventArrays, EventEncoder
+from funnelcast.features.funnel import FunnelConfig
+from funnelcast.features.timestamps import DAY_NS
 
 DATA_END = pd.Timestamp("2026-11-01", tz="UTC").value  # events span the two years before this
 DATA_START = DATA_END - 730 * DAY_NS
 CUTOFF = DATA_END - DAY_NS  # "near the end": one day before the last possible event
-ARRAY_FIELDS = ("customer", "ts", "event_type", "channel", "amount")
+ARRAY_FIELDS = ("customer", "ts", "event_type", "channel", "amount", "starts")
+THREADS = {"1 thread": 1, "default threads": os.cpu_count() or 1}  # funnelcast; DuckDB's default is one per core
 
 AIM_EVENTS_PER_S = 4e6
 AIM_VS_DUCKDB = 3.0
@@ -183,133 +160,146 @@ def _check_sorted(a: EventArrays) -> None:
     assert a.ts.min() >= DATA_START and a.ts.max() < DATA_END
 
 
-# ---- the funnelcast measurement, in a fresh process --------------------------------------------
+# ---- the funnelcast measurement ----------------------------------------------------------------------
 
 def child_main(data_dir: str, cutoff: int, repeat: int, threads: int) -> None:
-    """Load the arrays, run compute_features ``repeat`` times on ``threads`` threads (BLAS included),
-    report times and peak RSS as JSON."""
+    """In a fresh process: load the arrays, run compute_features ``repeat`` times on ``threads``
+    threads (BLAS included), write times and peak RSS to ``data_dir/result.json``."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads)  # "1 thread" means one thread, BLAS's matrix products included
-    config = load_config()
-    spec = feature_spec(config)
-    loaded = {f: np.load(Path(data_dir) / f"{f}.npy") for f in ARRAY_FIELDS + ("starts",)}
-    c = len(loaded["starts"]) - 1
-    arrays = EventArrays(customer_ids=np.arange(c), **loaded)
-    rss_before = rss_now()
-    peak_before = ru_maxrss()
+    spec = feature_spec(fc.load_config())
+    loaded = {f: np.load(Path(data_dir) / f"{f}.npy") for f in ARRAY_FIELDS}
+    arrays = EventArrays(customer_ids=np.arange(len(loaded["starts"]) - 1), **loaded)
+    rss_before, peak_before = rss_now(), ru_maxrss()
     times = []
     peak_after_first = None
     for _ in range(repeat):
         t0 = time.perf_counter()
         out = compute_features(arrays, cutoff, spec, threads=threads)
         times.append(time.perf_counter() - t0)
-        if peak_after_first is None:
-            peak_after_first = ru_maxrss()
+        peak_after_first = peak_after_first or ru_maxrss()
         shape = out.shape
         del out
-    print(
-        json.dumps(
-            {
-                "times_s": times,
-                "shape": list(shape),
-                "rss_before_compute": rss_before,
-                "peak_rss_before_compute": peak_before,
-                "peak_rss": peak_after_first,
-                "peak_rss_all_repeats": ru_maxrss(),
-            }
-        )
-    )
+    result = {"times_s": times, "shape": list(shape), "rss_before_compute": rss_before,
+              "peak_rss_before_compute": peak_before, "peak_rss": peak_after_first, "peak_rss_all_repeats": ru_maxrss()}
+    (Path(data_dir) / "result.json").write_text(json.dumps(result))
 
 
-def run_funnelcast_child(arrays: EventArrays, cutoff: int, repeat: int, threads: int) -> dict:
+def measure_funnelcast(arrays: EventArrays, cutoff: int, spec, repeat: int) -> dict:
+    """Peak memory and cold times in a fresh process; speed warm in this process, like DuckDB's below
+    (a fresh process pays the VM's first touch of the 0.73 GiB output: reported, not compared)."""
+    from threadpoolctl import threadpool_limits
+
+    say("funnelcast: compute_features in a fresh subprocess (peak memory, cold times) ...")
     with tempfile.TemporaryDirectory(prefix="funnelcast-bench-") as tmp:
-        for f in ARRAY_FIELDS + ("starts",):
+        for f in ARRAY_FIELDS:
             np.save(Path(tmp) / f"{f}.npy", getattr(arrays, f))
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", tmp, "--_cutoff", str(cutoff), "--repeat", str(repeat),
-               "--_threads", str(threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"the funnelcast child process failed with exit code {proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        run_self(__file__, ["--_child", tmp, "--_cutoff", str(cutoff), "--repeat", str(repeat), "--_threads", "1"],
+                 "the funnelcast child process")
+        child = json.loads((Path(tmp) / "result.json").read_text())
+    say(f"  fresh process, 1 thread: times {', '.join(f'{x:.2f}' for x in child['times_s'])} s")
+    n = len(arrays.ts)
+    warm: dict[str, list[float]] = {}
+    for label, threads in THREADS.items():
+        with threadpool_limits(threads):
+            compute_features(arrays, cutoff, spec, threads=threads)  # warm-up
+            warm[label] = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                out_matrix = compute_features(arrays, cutoff, spec, threads=threads)
+                warm[label].append(time.perf_counter() - t0)
+                del out_matrix  # freed outside the timing
+        say(f"  warm, {threads} thread(s): times {', '.join(f'{x:.2f}' for x in warm[label])} s -> "
+            f"{fmt_rate(n / min(warm[label]))}")
+    best = min(warm["1 thread"])
+    visible = int((arrays.ts < cutoff).sum())
+    peak, before = child["peak_rss"], child["rss_before_compute"]
+    rows, cols = child["shape"]
+    say(f"  warm, 1 thread: best {best:.3f} s = {fmt_rate(n / best)} (all {n:,} events counted; "
+        f"{fmt_rate(visible / best)} counting only the {visible:,} before the cutoff)")
+    say(f"  output {rows:,} x {cols} float64 = {rows * cols * 8 / GIB:.2f} GiB; peak RSS {peak / GIB:.2f} GiB total, "
+        f"{(peak - before) / GIB:.2f} GiB above the {before / GIB:.2f} GiB resident just before compute "
+        "(interpreter + libraries + input arrays)")
+    return {"times_s": warm["1 thread"], "best_s": best, "events_per_s": n / best,
+            "fresh_process_times_s": child["times_s"],
+            "events_per_s_counts": "all N events (including those at/after the cutoff)",
+            "visible_events_per_s": visible / best, "peak_rss_bytes": peak, "rss_before_compute_bytes": before,
+            "peak_increment_bytes": peak - before,
+            "all_cores": {"threads": THREADS["default threads"], "times_s": warm["default threads"],
+                          "events_per_s": n / min(warm["default threads"])}}
 
 
-# ---- the DuckDB reference -----------------------------------------------------------------------
+# ---- the DuckDB references ------------------------------------------------------------------------
 
-def duckdb_sql(config: FunnelConfig, cutoff: int) -> tuple[str, list[str]]:
-    """One query yielding funnelcast's columns in funnelcast's order, plus a leading ``customer`` column.
+def _cond(*parts: str) -> str:
+    parts = tuple(p for p in parts if p)
+    return f" FILTER (WHERE {' AND '.join(parts)})" if parts else ""
 
-    Conditional aggregates (``count(*) FILTER``) give every type x window count; group counts are sums
-    of those in the projection; active days are ``count(DISTINCT day)``; inter-purchase gaps come from
-    ``lag()`` over each customer's purchases.
-    """
-    spec = feature_spec(config)
+
+def _in_types(config: FunnelConfig, names) -> str:
+    code = {t: i for i, t in enumerate(config.event_types)}
+    codes = sorted(code[t] for t in names if t in code)
+    if not codes:
+        return "FALSE"
+    return f"event_type = {codes[0]}" if len(codes) == 1 else f"event_type IN ({', '.join(map(str, codes))})"
+
+
+def _wide_windows(spec) -> list[tuple[str, str]]:
+    """(name, condition) per window, then all time (no condition)."""
+    return [(f"w{int(w)}", f"age < {int(w)}") for w in spec.windows] + [("all", "")]
+
+
+def _wide_aggregates(config: FunnelConfig, spec) -> list[str]:
+    """The wide query's aggregates: a filtered count per type x window, active days, per-channel and
+    per-direction counts, spend, first/last timestamps per stage and marker, activity trend, orders."""
     types = config.event_types
-    code = {t: i for i, t in enumerate(types)}
-    windows = [int(w) for w in spec.windows]
-    wins: list[tuple[str, str]] = [(f"w{w}", f"age < {w}") for w in windows] + [("all", "")]
+    wins = _wide_windows(spec)
+    purchase = _in_types(config, config.purchase_event_types)
+    activity = _in_types(config, config.qualifying_event_types)
+    trend = config.features.trend_days
 
-    def cond(*parts: str) -> str:
-        parts = tuple(p for p in parts if p)
-        return f" FILTER (WHERE {' AND '.join(parts)})" if parts else ""
-
-    def in_types(names) -> str:
-        codes = sorted(code[t] for t in names if t in code)
-        if not codes:
-            return "FALSE"
-        return f"event_type = {codes[0]}" if len(codes) == 1 else f"event_type IN ({', '.join(map(str, codes))})"
-
-    def days(expr: str) -> str:
-        return f"({cutoff} - {expr}) / {DAY_NS}"
-
-    stages = config.stage_names
-    n_stage = len(stages)
-    stage_types = [[types[j] for j in np.flatnonzero(spec.type_stage == i)] for i in range(n_stage)]
-    purchase = in_types(config.purchase_event_types)
-    activity = in_types(config.qualifying_event_types)
-    inbound = [i for i, c in enumerate(config.channel_names) if config.channels.get(c) == "inbound"]
-    outbound = [i for i, c in enumerate(config.channel_names) if config.channels.get(c) == "outbound"]
-
-    def in_channels(codes: list[int]) -> str:
+    def in_channels(direction: str) -> str:
+        codes = [i for i, c in enumerate(config.channel_names) if config.channels.get(c) == direction]
         return f"channel IN ({', '.join(map(str, codes))})" if codes else "FALSE"
 
-    trend = config.features.trend_days
-    agg: list[str] = []
-    for i, _ in enumerate(types):
-        for wk, wc in wins:
-            agg.append(f"count(*){cond(f'event_type = {i}', wc)} AS t{i}_{wk}")
-    for wk, wc in wins:
-        agg.append(f"count(DISTINCT age){cond(wc)} AS ad_{wk}")
-    for j, _ in enumerate(config.channel_names):
-        agg.append(f"count(*){cond(f'channel = {j}')} AS ch{j}")
-    for name, codes in (("inb", inbound), ("outb", outbound)):
-        for wk, wc in wins:
-            agg.append(f"count(*){cond(in_channels(codes), wc)} AS {name}_{wk}")
-    for wk, wc in wins:
-        agg.append(f"sum(amount){cond(purchase, wc)} AS sp_{wk}")
+    agg = [f"count(*){_cond(f'event_type = {i}', wc)} AS t{i}_{wk}" for i in range(len(types)) for wk, wc in wins]
+    agg += [f"count(DISTINCT age){_cond(wc)} AS ad_{wk}" for wk, wc in wins]
+    agg += [f"count(*){_cond(f'channel = {j}')} AS ch{j}" for j in range(len(config.channel_names))]
+    for name, direction in (("inb", "inbound"), ("outb", "outbound")):
+        agg += [f"count(*){_cond(in_channels(direction), wc)} AS {name}_{wk}" for wk, wc in wins]
+    agg += [f"sum(amount){_cond(purchase, wc)} AS sp_{wk}" for wk, wc in wins]
     agg += ["max(ts) AS last_ts", "min(ts) AS first_ts"]
-    for i in range(n_stage):
-        agg.append(f"max(ts){cond(in_types(stage_types[i]))} AS sl{i}")
-        agg.append(f"min(ts){cond(in_types(stage_types[i]))} AS sf{i}")
+    for i in range(spec.n_stages):
+        stage = _in_types(config, [types[j] for j in np.flatnonzero(spec.type_stage == i)])
+        agg += [f"max(ts){_cond(stage)} AS sl{i}", f"min(ts){_cond(stage)} AS sf{i}"]
     for j, member in enumerate(spec.marker_masks):
-        agg.append(f"max(ts){cond(in_types([types[i] for i in np.flatnonzero(member)]))} AS mk{j}")
-    agg.append(f"count(*){cond(activity, f'age < {trend}')} AS act_r")
-    agg.append(f"count(*){cond(activity, f'age >= {trend}', f'age < {2 * trend}')} AS act_p")
-    agg += [f"min(ts){cond(purchase)} AS fp", f"avg(amount){cond(purchase)} AS aov", f"max(amount){cond(purchase)} AS mov"]
+        agg.append(f"max(ts){_cond(_in_types(config, [types[i] for i in np.flatnonzero(member)]))} AS mk{j}")
+    return agg + [f"count(*){_cond(activity, f'age < {trend}')} AS act_r",
+                  f"count(*){_cond(activity, f'age >= {trend}', f'age < {2 * trend}')} AS act_p",
+                  f"min(ts){_cond(purchase)} AS fp", f"avg(amount){_cond(purchase)} AS aov",
+                  f"max(amount){_cond(purchase)} AS mov"]
 
-    # The projection, keyed by funnelcast's column names and emitted in spec.columns order, so the
-    # query follows the engine's layout whatever it is.
-    wl = spec.window_labels
+
+def _wide_columns(config: FunnelConfig, spec, cutoff: int) -> dict[str, str]:
+    """The projection: an expression over the aggregates per funnelcast column name, so the query
+    follows the engine's layout whatever it is."""
+    types, stages, n_stage = config.event_types, config.stage_names, spec.n_stages
+    wins = list(zip(_wide_windows(spec), spec.window_labels))
+    trend = config.features.trend_days
+
+    def days(e: str) -> str:
+        return f"({cutoff} - {e}) / {DAY_NS}"
+
     expr: dict[str, str] = {}
     for i, t in enumerate(types):
-        for (wk, _), w in zip(wins, wl):
+        for (wk, _), w in wins:
             expr[f"count_{t}_{w}"] = f"t{i}_{wk}"
     for g, name in enumerate(spec.group_names):
         idx = np.flatnonzero(spec.group_matrix[:, g])
-        for (wk, _), w in zip(wins, wl):
+        for (wk, _), w in wins:
             expr[f"count_{name}_{w}"] = " + ".join(f"t{i}_{wk}" for i in idx) if len(idx) else "0"
-    for (wk, _), w in zip(wins, wl):
+    for (wk, _), w in wins:
         expr[f"active_days_{w}"] = f"ad_{wk}"
         expr[f"count_inbound_{w}"] = f"inb_{wk}"
         expr[f"count_outbound_{w}"] = f"outb_{wk}"
@@ -334,15 +324,25 @@ def duckdb_sql(config: FunnelConfig, cutoff: int) -> tuple[str, list[str]]:
     expr.update(days_since_first_purchase=days("fp"), avg_order_value="aov", max_order_value="mov",
                 mean_days_between_purchases="gap_mean", std_days_between_purchases="gap_std",
                 last_days_between_purchases="gap_last")
+    return expr
+
+
+def duckdb_sql(config: FunnelConfig, cutoff: int) -> str:
+    """One query yielding funnelcast's columns in funnelcast's order (``f0``, ``f1``, ...) after a
+    leading ``customer`` column.
+
+    Conditional aggregates (``count(*) FILTER``) give every type x window count; group counts are sums
+    of those in the projection; active days are ``count(DISTINCT day)``; inter-purchase gaps come from
+    ``lag()`` over each customer's purchases.
+    """
+    spec = feature_spec(config)
+    expr = _wide_columns(config, spec, cutoff)
     unknown = [c for c in spec.columns if c not in expr]
     if unknown:
         raise AssertionError(f"the SQL reference does not know funnelcast features {unknown}; extend duckdb_sql")
-    sel = [expr[c] for c in spec.columns]
-    names = ["customer"] + [f"f{j}" for j in range(len(sel))]
-    agg_sql = ",\n        ".join(agg)
-    sel_sql = ",\n    ".join(f"{e} AS f{j}" for j, e in enumerate(sel))
-
-    sql = f"""
+    agg_sql = ",\n        ".join(_wide_aggregates(config, spec))
+    sel_sql = ",\n    ".join(f"{expr[c]} AS f{j}" for j, c in enumerate(spec.columns))
+    return f"""
 WITH ev AS (
     SELECT customer, ts, event_type, channel, amount, ({cutoff - 1} - ts) // {DAY_NS} AS age
     FROM events WHERE ts < {cutoff}
@@ -356,7 +356,7 @@ gaps AS (
     SELECT customer, avg(gap) AS gap_mean, stddev_pop(gap) AS gap_std, arg_max(gap, ts) AS gap_last
     FROM (
         SELECT customer, ts, (ts - lag(ts) OVER (PARTITION BY customer ORDER BY ts)) / {DAY_NS} AS gap
-        FROM ev WHERE {purchase}
+        FROM ev WHERE {_in_types(config, config.purchase_event_types)}
     ) WHERE gap IS NOT NULL
     GROUP BY customer
 )
@@ -365,7 +365,6 @@ SELECT customer,
 FROM agg LEFT JOIN gaps USING (customer)
 ORDER BY customer
 """
-    return sql, names
 
 
 # The long-form reference: what a competent analyst writes instead of one aggregate per output column.
@@ -378,30 +377,25 @@ _NEVER_LAST = np.iinfo(np.int64).min  # ... and last timestamps (max)
 
 
 def duckdb_long_plan(config: FunnelConfig, cutoff: int) -> dict:
-    """The long-form queries and the numpy pivot's plan (feature numbers, 0/1 membership), from the config.
-
-    Queries (all over ``events`` with ``ts < cutoff``; ``age`` = whole days before the cutoff):
-
-    * ``types``: one row per (customer, event type) seen: a count per age edge (every window and the
-      two trend edges; ``count(*) FILTER (WHERE age < e)``), the all-time count, first and last ``ts``;
-    * ``channels``: one row per (customer, channel code): a count per window and all time;
-    * ``days``: one row per customer over ``SELECT DISTINCT customer, age``: active days per window;
-    * ``purchases``: one row per customer with a purchase: spend per window, average and maximum order
-      value, and the mean / population std / last of the ``lag()`` gaps between purchases.
+    """The long-form queries (:func:`_long_queries`) and the numpy pivot's plan (feature numbers, 0/1
+    membership; :func:`_long_layout`), from the config.
 
     Type-level counts become group counts, stage and marker recencies, the current stage and the
     times to reach each stage in :func:`duckdb_long_pivot`. Building this (SQL text, index arrays) is
     metadata work done once, outside the timing, like generating the wide query's text.
     """
+    return {**_long_layout(config, cutoff), "queries": _long_queries(config, cutoff)}
+
+
+def _long_layout(config: FunnelConfig, cutoff: int) -> dict:
+    """Where each long result lands in funnelcast's matrix; stops the run on a column it would not fill."""
     spec = feature_spec(config)
     types = config.event_types
     k = len(types)
     code = {t: i for i, t in enumerate(types)}
     windows = [int(w) for w in config.features.windows_days]
     trend = int(config.features.trend_days)
-    edges = sorted(set(windows) | {trend, 2 * trend})
     labels = [f"{w}d" for w in windows] + ["all_time"]
-    per_window = [f"n_{w}" for w in windows] + ["n_all"]  # fetched column per window label
 
     def members(names) -> np.ndarray:
         m = np.zeros(k, dtype=bool)
@@ -435,7 +429,8 @@ def duckdb_long_plan(config: FunnelConfig, cutoff: int) -> dict:
     type_cols = [cols([f"count_{t}_{w}" for t in types]) for w in labels]
     plan = {
         "cutoff": cutoff, "k": k, "n_features": len(spec.columns), "n_stages": len(stages),
-        "windows": windows, "per_window": per_window, "trend_columns": (f"n_{trend}", f"n_{2 * trend}"),
+        "windows": windows, "per_window": [f"n_{w}" for w in windows] + ["n_all"],  # fetched column per window label
+        "trend_columns": (f"n_{trend}", f"n_{2 * trend}"),
         "type_cols": type_cols,
         "type_rows": [_rows(x) for x in type_cols],  # slices where the engine's layout allows
         "group_cols": [cols([f"count_{g}_{w}" for g in groups]) for w in labels],
@@ -461,20 +456,36 @@ def duckdb_long_plan(config: FunnelConfig, cutoff: int) -> dict:
                                "mean_days_between_purchases", "std_days_between_purchases",
                                "last_days_between_purchases"]),
     }
-    done = set(used)
-    missing = [c for c in spec.columns if c not in done]
+    missing = [c for c in spec.columns if c not in set(used)]
     if missing or len(used) != len(spec.columns):
         raise AssertionError(f"the long-form reference does not compute funnelcast features {missing}; extend duckdb_long_plan")
+    return plan
+
+
+def _long_queries(config: FunnelConfig, cutoff: int) -> dict[str, str]:
+    """The four queries, all over ``events`` with ``ts < cutoff`` (``age`` = whole days before the cutoff):
+
+    * ``types``: one row per (customer, event type) seen: a count per age edge (every window and the
+      two trend edges; ``count(*) FILTER (WHERE age < e)``), the all-time count, first and last ``ts``;
+    * ``channels``: one row per (customer, channel code): a count per window and all time;
+    * ``days``: one row per customer over ``SELECT DISTINCT customer, age``: active days per window;
+    * ``purchases``: one row per customer with a purchase: spend per window, average and maximum order
+      value, and the mean / population std / last of the ``lag()`` gaps between purchases.
+    """
+    windows = [int(w) for w in config.features.windows_days]
+    trend = int(config.features.trend_days)
+    edges = sorted(set(windows) | {trend, 2 * trend})
+    purchase = set(config.purchase_event_types)
+    purchase_in = ", ".join(str(i) for i, t in enumerate(config.event_types) if t in purchase) or "NULL"
 
     def counts(ages: list[int], agg: str = "count(*)", prefix: str = "n") -> str:
         return ", ".join(f"{agg} FILTER (WHERE age < {a}) AS {prefix}_{a}" for a in ages)
 
-    purchase_in = ", ".join(str(i) for i in np.flatnonzero(purchase)) or "NULL"
     ev = f"""WITH ev AS (
     SELECT customer, ts, event_type, channel, amount, ({cutoff - 1} - ts) // {DAY_NS} AS age
     FROM events WHERE ts < {cutoff}
 )"""
-    plan["queries"] = {
+    return {
         "types": f"""{ev}
 SELECT customer, event_type, {counts(edges)}, count(*) AS n_all, min(ts) AS first_ts, max(ts) AS last_ts
 FROM ev GROUP BY customer, event_type""",
@@ -494,7 +505,6 @@ SELECT customer, {counts(windows, 'sum(amount)', 'spend')}, sum(amount) AS spend
     avg(gap) AS gap_mean, stddev_pop(gap) AS gap_std, arg_max(gap, ts) FILTER (WHERE gap IS NOT NULL) AS gap_last
 FROM p GROUP BY customer""",
     }
-    return plan
 
 
 def _rows(idx: np.ndarray):
@@ -528,15 +538,21 @@ def duckdb_long_pivot(r: dict[str, dict], plan: dict, res: np.ndarray) -> None:
     Every key is unique within its result, so counts and timestamps land by direct index assignment
     (``flat[column * C + customer] = value``); per-customer sums over several rows use ``np.bincount``.
     """
+    _pivot_types(r["types"], plan, res)
+    _pivot_channels(r["channels"], plan, res)
+    _pivot_customers(r["days"], r["purchases"], plan, res)
+
+
+def _days_before(t: int, stamp: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    return np.where(seen, (t - stamp) / DAY_NS, np.nan)
+
+
+def _pivot_types(ty: dict, plan: dict, res: np.ndarray) -> None:
+    """(customer, type) rows: type counts per window, groups as 0/1 products of them, the activity
+    trend; first/last timestamps per (type, customer), reduced over a stage's or marker's types."""
     t, k = plan["cutoff"], plan["k"]
     c = res.shape[1]
     flat = res.reshape(-1)
-
-    def days(stamp: np.ndarray, seen: np.ndarray) -> np.ndarray:
-        return np.where(seen, (t - stamp) / DAY_NS, np.nan)
-
-    # (customer, type) rows: type counts per window; groups are 0/1 products of the type counts.
-    ty = r["types"]
     et, cust = ty["event_type"], ty["customer"]
     for w, name in enumerate(plan["per_window"]):
         rows = plan["type_rows"][w]
@@ -561,11 +577,11 @@ def duckdb_long_pivot(r: dict[str, dict], plan: dict, res: np.ndarray) -> None:
     first_ts = first.min(axis=0)
     seen = first_ts != _NEVER_FIRST
     rc = plan["recency_cols"]
-    res[rc[0]] = days(last.max(axis=0), seen)
-    res[rc[1]] = days(first_ts, seen)
+    res[rc[0]] = _days_before(t, last.max(axis=0), seen)
+    res[rc[1]] = _days_before(t, first_ts, seen)
     for j, m in zip(list(plan["stage_last_cols"]) + list(plan["marker_cols"]), plan["stage_members"] + plan["marker_members"]):
         stamp = last[m].max(axis=0)
-        res[j] = days(stamp, stamp != _NEVER_LAST)
+        res[j] = _days_before(t, stamp, stamp != _NEVER_LAST)
     # Current stage: the deepest stage evidenced; a stage is reached when it or a deeper one is.
     stage_first = np.stack([first[m].min(axis=0) for m in plan["stage_members"]])  # (S, C)
     evidenced = stage_first != _NEVER_FIRST
@@ -573,17 +589,17 @@ def duckdb_long_pivot(r: dict[str, dict], plan: dict, res: np.ndarray) -> None:
     anywhere = evidenced.any(axis=0)
     sc = plan["stage_cols"]
     res[sc[0]] = np.where(anywhere, deepest, np.nan)
-    res[sc[1]] = days(stage_first[deepest, np.arange(c)], anywhere)
+    res[sc[1]] = _days_before(t, stage_first[deepest, np.arange(c)], anywhere)
     reached = np.minimum.accumulate(stage_first[::-1], axis=0)[::-1]
     for i, j in enumerate(plan["reach_cols"], start=1):
         res[j] = np.where(reached[i] != _NEVER_FIRST, (reached[i] - first_ts) / DAY_NS, np.nan)
     first_purchase = first[plan["purchase_members"]].min(axis=0)
-    pcols = plan["purchase_cols"]
-    res[pcols[0]] = days(first_purchase, first_purchase != _NEVER_FIRST)
-    del first, last
+    res[plan["purchase_cols"][0]] = _days_before(t, first_purchase, first_purchase != _NEVER_FIRST)
 
-    # (customer, channel) rows: all-time count per channel; windowed counts per direction.
-    ch = r["channels"]
+
+def _pivot_channels(ch: dict, plan: dict, res: np.ndarray) -> None:
+    """(customer, channel) rows: all-time count per channel; windowed counts per direction."""
+    c = res.shape[1]
     code, cust = ch["channel"], ch["customer"]
     per_channel = np.bincount(code * c + cust, weights=ch["n_all"], minlength=len(plan["direction"]) * c)
     res[plan["channel_cols"]] = per_channel.reshape(-1, c)[: len(plan["channel_cols"])]
@@ -595,18 +611,18 @@ def duckdb_long_pivot(r: dict[str, dict], plan: dict, res: np.ndarray) -> None:
     inbound, total = directed[:c], directed[:c] + directed[c : 2 * c]
     res[plan["share_col"]] = np.divide(inbound, total, out=np.full(c, np.nan), where=total > 0)
 
-    # Per-customer rows: active days, then purchases (absent customer: no spend, missing values).
-    d = r["days"]
+
+def _pivot_customers(d: dict, p: dict, plan: dict, res: np.ndarray) -> None:
+    """Per-customer rows: active days, then purchases (absent customer: no spend, missing values)."""
     for j, name in zip(plan["days_cols"], plan["per_window"]):
         res[j] = 0.0
         res[j, d["customer"]] = d[name]
-    p = r["purchases"]
     pc = np.asarray(p["customer"])
     spend = [f"spend_{w}" for w in plan["windows"]] + ["spend_all"]
     for j, name in zip(plan["spend_cols"], spend):
         res[j] = 0.0
         res[j, pc] = _filled(p[name], 0.0)
-    for j, name in zip(pcols[1:], ("aov", "mov", "gap_mean", "gap_std", "gap_last")):
+    for j, name in zip(plan["purchase_cols"][1:], ("aov", "mov", "gap_mean", "gap_std", "gap_last")):
         res[j] = np.nan
         res[j, pc] = _filled(p[name])
 
@@ -739,81 +755,99 @@ def describe_check(check: dict) -> str:
     return text
 
 
+def measure_duckdb(arrays: EventArrays, cutoff: int, config: FunnelConfig, repeat: int, fc_rates: dict) -> dict:
+    """Both references at 1 thread and DuckDB's default threads over the same events, then checked
+    column by column against funnelcast."""
+    import duckdb
+
+    spec = feature_spec(config)
+    n = len(arrays.ts)
+    sql, plan = duckdb_sql(config, cutoff), duckdb_long_plan(config, cutoff)
+    t0 = time.perf_counter()
+    con = duckdb_connection(arrays)
+    load_s = time.perf_counter() - t0
+    say(f"duckdb {duckdb.__version__}: events loaded into a native table in {load_s:.1f} s")
+    say(f"  {WIDE}: one GROUP BY customer with a conditional aggregate per output column "
+        f"({sql.count(' AS t')} type x window counts alone), {len(spec.columns)} output features")
+    say(f"  {LONG}: {len(plan['queries'])} GROUP BY queries ({', '.join(plan['queries'])}) + numpy pivot, "
+        "timed end to end and per phase back to back (figure: the lower of the end-to-end best and the phase sum)")
+    wide: dict[str, dict] = {}
+    long: dict[str, dict] = {}
+    result = matrix = None
+    for label in THREADS:
+        used = set_threads(con, 1 if label == "1 thread" else None)
+        times, result = time_duckdb(con, sql, repeat)
+        best = min(times)
+        wide[label] = {"threads": used, "times_s": times, "best_s": best, "events_per_s": n / best}
+        say(f"  {WIDE}, {label} ({used}): times {', '.join(f'{x:.2f}' for x in times)} s -> best {best:.3f} s = "
+            f"{fmt_rate(n / best)}; funnelcast at the same threads is {fc_rates[label] / (n / best):.2f}x")
+        matrix = None
+        timing, matrix = time_duckdb_long(con, plan, arrays.n_customers, repeat)
+        best = timing["best_s"]
+        long[label] = {"threads": used, **timing, "events_per_s": n / best}
+        phases = " + ".join(f"{name} {x:.2f}" for name, x in timing["query_best_s"].items())
+        say(f"  {LONG}, {label} ({used}): end to end {', '.join(f'{x:.2f}' for x in timing['end_to_end_times_s'])} s "
+            f"(best {timing['end_to_end_best_s']:.3f}); back-to-back bests {phases} + pivot {timing['pivot_best_s']:.2f} "
+            f"= {timing['phase_sum_s']:.3f} s; figure {best:.3f} s = {fmt_rate(n / best)}; "
+            f"funnelcast at the same threads is {fc_rates[label] / (n / best):.2f}x")
+    con.close()
+
+    # Same columns, same values? funnelcast once more in this process, for the comparison only.
+    ours = compute_features(arrays, cutoff, spec)
+    wide["check"] = compare(ours, result["customer"], lambda j: result[f"f{j}"], spec.columns)
+    long["check"] = compare(ours, np.arange(arrays.n_customers), lambda j: matrix[:, j], spec.columns)
+    say(f"  check {WIDE}: {describe_check(wide['check'])}")
+    say(f"  check {LONG}: {describe_check(long['check'])}")
+    return {"load_s": load_s, "wide": {"what": WIDE, **wide}, "long": {"what": LONG, **long}}
+
+
 # ---- one customer ---------------------------------------------------------------------------------
 
-def time_calls(fn, n: int, warmup: int = 200) -> np.ndarray:
-    for _ in range(warmup):
-        fn()
-    out = np.empty(n)
-    for i in range(n):
-        t0 = time.perf_counter_ns()
-        fn()
-        out[i] = time.perf_counter_ns() - t0
-    return out / 1e6  # ms
-
-
-def single_customer(config: FunnelConfig, calls: int) -> dict:
-    from funnelcast.features.events import validate_events
-
+def measure_single(config: FunnelConfig, calls: int) -> dict:
+    """One customer with 50 events: ``compute_features`` on its ``EventArrays`` (the aim), and the
+    paths from the same events as 50 JSON-like dicts (a CRM payload) to the same features."""
+    say(f"one customer, 50 events: {calls} calls ...")
     spec = feature_spec(config)
     one = generate(50, 1, config, seed=50, alive_share=1.0)
     ms = 10**6  # a CRM sends millisecond timestamps: keep the arrays and the payload identical
     one = EventArrays(customer_ids=np.array(["crm-000042"], dtype=object), starts=one.starts, customer=one.customer,
                       ts=one.ts // ms * ms, event_type=one.event_type, channel=one.channel, amount=one.amount)
     t = int(one.ts[-1]) + 3_600 * 10**9  # scored an hour after the customer's last event
-    arrays_ms = time_calls(lambda: compute_features(one, t, spec), calls)
-
     types, channels = config.event_types, config.channel_names
     payload = [
-        {
-            "customer_id": "crm-000042",
-            "timestamp": pd.Timestamp(int(one.ts[i]), tz="UTC").isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "event_type": types[one.event_type[i]],
-            "channel": channels[one.channel[i]] if one.channel[i] < len(channels) else None,
-            "amount": None if np.isnan(one.amount[i]) else float(one.amount[i]),
-        }
+        {"customer_id": "crm-000042",
+         "timestamp": pd.Timestamp(int(one.ts[i]), tz="UTC").isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+         "event_type": types[one.event_type[i]],
+         "channel": channels[one.channel[i]] if one.channel[i] < len(channels) else None,
+         "amount": None if np.isnan(one.amount[i]) else float(one.amount[i])}
         for i in range(len(one.ts))
     ]
+    encoder = EventEncoder(config)
 
-    def from_dicts() -> np.ndarray:
+    def pandas_frame() -> EventArrays:
         frame = pd.DataFrame(payload)
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
-        return compute_features(EventArrays.from_frame(frame, config), t, spec)
+        return EventArrays.from_frame(frame, config)
 
-    def from_dicts_validated() -> np.ndarray:
-        frame, _ = validate_events(pd.DataFrame(payload), config, source="request")
-        return compute_features(EventArrays.from_frame(frame, config), t, spec)
-
+    # name: (what, how the events become arrays, calls, warm-up calls)
+    paths = {
+        "arrays": ("EventArrays -> compute_features", lambda: one, calls, 200),
+        "records": ("50 dicts -> EventEncoder.records (a request's path) -> compute_features",
+                    lambda: encoder.records(payload)[0], calls, 200),
+        "dicts": ("50 dicts -> DataFrame -> to_datetime -> from_frame -> compute_features", pandas_frame,
+                  max(50, calls // 4), 20),
+        "dicts_validated": ("50 dicts -> DataFrame -> EventEncoder.frame (validate_events + from_frame) -> compute_features",
+                            lambda: encoder.frame(pd.DataFrame(payload), source="request")[0], max(20, calls // 20), 5),
+    }
     reference = compute_features(one, t, spec)
-    same = np.allclose(from_dicts(), reference, equal_nan=True, rtol=0, atol=1e-12)
-    same_validated = np.allclose(from_dicts_validated(), reference, equal_nan=True, rtol=0, atol=1e-12)
-    dict_calls = max(50, calls // 4)
-    dicts_ms = time_calls(from_dicts, dict_calls, warmup=20)
-    validated_ms = time_calls(from_dicts_validated, max(20, calls // 20), warmup=5)
-
-    # Where the dict path's time goes (medians of each step on its own).
-    frame = pd.DataFrame(payload)
-    raw_ts = frame["timestamp"].copy()
-    frame["timestamp"] = pd.to_datetime(raw_ts, utc=True, format="ISO8601")
-    steps = {
-        "pd.DataFrame(dicts)": time_calls(lambda: pd.DataFrame(payload), dict_calls, 20),
-        "pd.to_datetime(timestamp)": time_calls(lambda: pd.to_datetime(raw_ts, utc=True, format="ISO8601"), dict_calls, 20),
-        "EventArrays.from_frame": time_calls(lambda: EventArrays.from_frame(frame, config), dict_calls, 20),
-        "compute_features": arrays_ms,
-    }
-
-    def stats(ms: np.ndarray) -> dict:
-        return {"median_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()), "calls": len(ms)}
-
-    return {
-        "events": len(one.ts),
-        "arrays": stats(arrays_ms),
-        "dicts": stats(dicts_ms),
-        "dicts_validated": stats(validated_ms),
-        "dict_path_steps_median_ms": {k: float(np.median(v)) for k, v in steps.items()},
-        "dict_path_matches_arrays": bool(same),
-        "validated_path_matches_arrays": bool(same_validated),
-    }
+    out: dict = {"events": len(one.ts)}
+    for name, (what, arrays, n, warmup) in paths.items():
+        same = np.allclose(compute_features(arrays(), t, spec), reference, equal_nan=True, rtol=0, atol=1e-12)
+        st = time_calls(lambda: compute_features(arrays(), t, spec), [()], n, warmup=warmup)
+        out[name] = {"what": what, **st, "same_values": bool(same)}
+        say(f"  {what}: median {st['median_ms']:.3f} ms, p99 {st['p99_ms']:.3f} ms, max {st['max_ms']:.3f} ms "
+            f"(same values: {same})")
+    return out
 
 
 # ---- main ------------------------------------------------------------------------------------------
@@ -822,7 +856,7 @@ def fmt_rate(x: float) -> str:
     return f"{x / 1e6:.2f}M events/s"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--customers", type=int, default=500_000)
@@ -835,185 +869,94 @@ def main() -> None:
     ap.add_argument("--_cutoff", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--_threads", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args._child:
-        child_main(args._child, args._cutoff, args.repeat, args._threads)
-        return
     if args.quick:
         args.events, args.customers = 200_000, 10_000
-    if args.out is None:  # a smoke run never overwrites the full-size figures
-        args.out = str(ROOT / "bench" / "results" / ("features-quick.json" if args.quick else "features.json"))
-    load_start = os.getloadavg()
-    repeat = max(1, args.repeat)
+    # A smoke run never overwrites the full-size figures.
+    args.out = args.out or str(RESULTS / ("features-quick.json" if args.quick else "features.json"))
+    args.repeat = max(1, args.repeat)
+    return args
 
-    config = load_config()
-    spec = feature_spec(config)
-    n_features = len(spec.columns)
-    cutoff = CUTOFF
-    print(f"funnelcast feature benchmark: {args.events:,} events, {args.customers:,} customers, "
-          f"{n_features} features, best of {repeat}; python {platform.python_version()}, numpy {np.__version__}, "
-          f"{os.cpu_count()} CPUs; load average {load_start[0]:.2f} at start (other processes skew timings)")
 
+def make_data(args, config: FunnelConfig) -> tuple[EventArrays, dict]:
     t0 = time.perf_counter()
     arrays = generate(args.events, args.customers, config, seed=args.seed)
     gen_s = time.perf_counter() - t0
     n = len(arrays.ts)
-    visible = int((arrays.ts < cutoff).sum())
+    visible = int((arrays.ts < CUTOFF).sum())
     counts = np.diff(arrays.starts)
-    print(f"data: generated in {gen_s:.1f} s; events per customer median {np.median(counts):.0f}, "
-          f"p99 {np.percentile(counts, 99):.0f}, max {counts.max()}; cutoff {pd.Timestamp(cutoff, tz='UTC').isoformat()} "
-          f"({visible:,} events = {visible / n:.2%} before it); channel missing {np.mean(arrays.channel == len(config.channel_names)):.1%}; "
-          f"{np.mean(~np.isnan(arrays.amount)):.1%} of events carry an amount")
+    say(f"data: generated in {gen_s:.1f} s; events per customer median {np.median(counts):.0f}, "
+        f"p99 {np.percentile(counts, 99):.0f}, max {counts.max()}; cutoff {pd.Timestamp(CUTOFF, tz='UTC').isoformat()} "
+        f"({visible:,} events = {visible / n:.2%} before it); channel missing {np.mean(arrays.channel == len(config.channel_names)):.1%}; "
+        f"{np.mean(~np.isnan(arrays.amount)):.1%} of events carry an amount")
+    return arrays, {"events": n, "customers": arrays.n_customers, "features": len(feature_spec(config).columns),
+                    "cutoff": pd.Timestamp(CUTOFF, tz="UTC").isoformat(), "events_before_cutoff": visible, "generate_s": gen_s}
 
-    # 1-3. funnelcast. Peak memory in a fresh process; speed warm in this process, like DuckDB's below
-    # (a fresh process pays the VM's first touch of the 0.73 GiB output: reported, not compared).
-    print("funnelcast: compute_features in a fresh subprocess (peak memory, cold times) ...", flush=True)
-    child = run_funnelcast_child(arrays, cutoff, repeat, threads=1)
-    print(f"  fresh process, 1 thread: times {', '.join(f'{x:.2f}' for x in child['times_s'])} s")
-    from threadpoolctl import threadpool_limits
 
-    cores = os.cpu_count() or 1
-    warm: dict[str, list[float]] = {}
-    for label, threads in (("1 thread", 1), ("default threads", cores)):
-        with threadpool_limits(threads):
-            compute_features(arrays, cutoff, spec, threads=threads)  # warm-up
-            warm[label] = []
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                out_matrix = compute_features(arrays, cutoff, spec, threads=threads)
-                warm[label].append(time.perf_counter() - t0)
-                del out_matrix
-        print(f"  warm, {threads} thread(s): times {', '.join(f'{x:.2f}' for x in warm[label])} s -> "
-              f"{fmt_rate(n / min(warm[label]))}", flush=True)
-    fc_best = min(warm["1 thread"])
-    fc_rate = n / fc_best
-    fc_rate_all = n / min(warm["default threads"])
-    fc_rates = {"1 thread": fc_rate, "default threads": fc_rate_all}
-    peak = child["peak_rss"]
-    increment = peak - child["rss_before_compute"]
-    print(f"  warm, 1 thread: best {fc_best:.3f} s = {fmt_rate(fc_rate)} "
-          f"(all {n:,} events counted; {fmt_rate(visible / fc_best)} counting only the {visible:,} before the cutoff)")
-    print(f"  output {child['shape'][0]:,} x {child['shape'][1]} float64 = {child['shape'][0] * child['shape'][1] * 8 / GIB:.2f} GiB; "
-          f"peak RSS {peak / GIB:.2f} GiB total, {increment / GIB:.2f} GiB above the {child['rss_before_compute'] / GIB:.2f} GiB "
-          f"resident just before compute (interpreter + libraries + input arrays)")
-
-    # 4. DuckDB references over the same events, same columns: the wide query, and the long form.
-    import duckdb
-
-    sql, _ = duckdb_sql(config, cutoff)
-    plan = duckdb_long_plan(config, cutoff)
-    t0 = time.perf_counter()
-    con = duckdb_connection(arrays)
-    load_s = time.perf_counter() - t0
-    print(f"duckdb {duckdb.__version__}: events loaded into a native table in {load_s:.1f} s", flush=True)
-    print(f"  {WIDE}: one GROUP BY customer with a conditional aggregate per output column "
-          f"({sql.count(' AS t')} type x window counts alone), {len(spec.columns)} output features")
-    print(f"  {LONG}: {len(plan['queries'])} GROUP BY queries ({', '.join(plan['queries'])}) + numpy pivot, "
-          f"timed end to end and per phase back to back (figure: the lower of the end-to-end best and the phase sum)", flush=True)
-    wide: dict[str, dict] = {}
-    long: dict[str, dict] = {}
-    result = matrix = None
-    for label, threads in (("1 thread", 1), ("default threads", None)):
-        used = set_threads(con, threads)
-        times, result = time_duckdb(con, sql, repeat)
-        best = min(times)
-        wide[label] = {"threads": used, "times_s": times, "best_s": best, "events_per_s": n / best}
-        print(f"  {WIDE}, {label} ({used}): times {', '.join(f'{x:.2f}' for x in times)} s -> best {best:.3f} s = "
-              f"{fmt_rate(n / best)}; funnelcast at the same threads is {fc_rates[label] / (n / best):.2f}x", flush=True)
-        matrix = None
-        timing, matrix = time_duckdb_long(con, plan, arrays.n_customers, repeat)
-        best = timing["best_s"]
-        long[label] = {"threads": used, **timing, "events_per_s": n / best}
-        phases = " + ".join(f"{name} {x:.2f}" for name, x in timing["query_best_s"].items())
-        print(f"  {LONG}, {label} ({used}): end to end {', '.join(f'{x:.2f}' for x in timing['end_to_end_times_s'])} s "
-              f"(best {timing['end_to_end_best_s']:.3f}); back-to-back bests {phases} + pivot {timing['pivot_best_s']:.2f} "
-              f"= {timing['phase_sum_s']:.3f} s; figure {best:.3f} s = {fmt_rate(n / best)}; "
-              f"funnelcast at the same threads is {fc_rates[label] / (n / best):.2f}x",
-              flush=True)
-    con.close()
-
-    # Same columns, same values? funnelcast once more in this process, for the comparison only.
-    ours = compute_features(arrays, cutoff, spec)
-    wide["check"] = compare(ours, result["customer"], lambda j: result[f"f{j}"], spec.columns)
-    long["check"] = compare(ours, np.arange(arrays.n_customers), lambda j: matrix[:, j], spec.columns)
-    del ours, result, matrix
-    print(f"  check {WIDE}: {describe_check(wide['check'])}")
-    print(f"  check {LONG}: {describe_check(long['check'])}")
-
-    # 5. One customer.
-    print(f"one customer, 50 events: {args.single_calls} calls ...", flush=True)
-    single = single_customer(config, args.single_calls)
-    a, d, v = single["arrays"], single["dicts"], single["dicts_validated"]
-    print(f"  EventArrays -> compute_features: median {a['median_ms']:.3f} ms, p99 {a['p99_ms']:.3f} ms, max {a['max_ms']:.3f} ms")
-    print(f"  50 dicts -> DataFrame -> to_datetime -> from_frame -> compute_features: median {d['median_ms']:.3f} ms, "
-          f"p99 {d['p99_ms']:.3f} ms (same values: {single['dict_path_matches_arrays']})")
-    print(f"  50 dicts -> validate_events -> from_frame -> compute_features: median {v['median_ms']:.3f} ms, p99 {v['p99_ms']:.3f} ms")
-    print("  dict path steps (median ms): " + ", ".join(f"{k} {x:.3f}" for k, x in single["dict_path_steps_median_ms"].items()))
-
-    # 6. Summary. The DuckDB aim is judged against the faster (stronger) reference at each thread
-    # setting, with funnelcast on the same number of threads.
-    vs: dict[str, dict] = {}
-    db_rows = []
-    for label in ("1 thread", "default threads"):
-        refs = {WIDE: wide[label], LONG: long[label]}
+def judge(ours: dict, duck: dict, single: dict) -> tuple[dict, list[tuple]]:
+    """The aims and the summary rows. The DuckDB aim is judged against the faster (stronger) reference
+    at each thread setting, with funnelcast on the same number of threads."""
+    rates = {"1 thread": ours["events_per_s"], "default threads": ours["all_cores"]["events_per_s"]}
+    peak, a = ours["peak_rss_bytes"], single["arrays"]
+    aims = {"events_per_s": {"aim": AIM_EVENTS_PER_S, "value": rates["1 thread"], "pass": rates["1 thread"] >= AIM_EVENTS_PER_S}}
+    rows = [("batch throughput, 1 thread (all N events)", fmt_rate(rates["1 thread"]), f">= {AIM_EVENTS_PER_S / 1e6:.0f}M events/s",
+             aims["events_per_s"]["pass"]),
+            (f"batch throughput, {THREADS['default threads']} threads", fmt_rate(rates["default threads"]), "(report)", None)]
+    for label, key in (("1 thread", "vs_duckdb_1_thread"), ("default threads", "vs_duckdb_default_threads")):
+        refs = {WIDE: duck["wide"][label], LONG: duck["long"][label]}
         strongest = max(refs, key=lambda r: refs[r]["events_per_s"])
-        ours_rate = fc_rates[label]
-        ratio = ours_rate / refs[strongest]["events_per_s"]
-        vs[label] = {"aim": AIM_VS_DUCKDB, "value": ratio, "pass": ratio >= AIM_VS_DUCKDB, "against": strongest,
-                     "funnelcast_events_per_s": ours_rate, **{f"vs {r}": ours_rate / refs[r]["events_per_s"] for r in refs}}
+        ratio = {r: rates[label] / ref["events_per_s"] for r, ref in refs.items()}
+        aims[key] = {"aim": AIM_VS_DUCKDB, "value": ratio[strongest], "pass": ratio[strongest] >= AIM_VS_DUCKDB,
+                     "against": strongest, "funnelcast_events_per_s": rates[label], **{f"vs {r}": x for r, x in ratio.items()}}
         setting = "1 thread" if label == "1 thread" else f"{refs[strongest]['threads']} threads"
         for r, ref in refs.items():
-            x = ours_rate / ref["events_per_s"]
+            measured = f"{ratio[r]:.2f}x ({fmt_rate(ref['events_per_s'])})"
             if r == strongest:
-                db_rows.append((f"vs {r}, {setting} (strongest)", f"{x:.2f}x ({fmt_rate(ref['events_per_s'])})", f">= {AIM_VS_DUCKDB:.0f}x", x >= AIM_VS_DUCKDB))
+                rows.append((f"vs {r}, {setting} (strongest)", measured, f">= {AIM_VS_DUCKDB:.0f}x", aims[key]["pass"]))
             else:
-                db_rows.append((f"vs {r}, {setting}", f"{x:.2f}x ({fmt_rate(ref['events_per_s'])})", "(weaker reference)", None))
-    rows = [
-        ("batch throughput, 1 thread (all N events)", fmt_rate(fc_rate), f">= {AIM_EVENTS_PER_S / 1e6:.0f}M events/s", fc_rate >= AIM_EVENTS_PER_S),
-        (f"batch throughput, {cores} threads", fmt_rate(fc_rate_all), "(report)", None),
-        *db_rows,
-        ("peak RSS of the batch step", f"{peak / GIB:.2f} GiB (+{increment / GIB:.2f} GiB)", f"< {AIM_PEAK_BYTES / GIB:.0f} GiB", peak < AIM_PEAK_BYTES),
-        ("one customer, median", f"{a['median_ms']:.3f} ms", f"<= {AIM_SINGLE_MS} ms", a["median_ms"] <= AIM_SINGLE_MS),
-        ("one customer, p99", f"{a['p99_ms']:.3f} ms", f"<= {AIM_SINGLE_MS} ms", a["p99_ms"] <= AIM_SINGLE_MS),
-        ("one customer from 50 dicts, median", f"{d['median_ms']:.3f} ms", "(report)", None),
+                rows.append((f"vs {r}, {setting}", measured, "(weaker reference)", None))
+    aims["peak_rss_bytes"] = {"aim": AIM_PEAK_BYTES, "value": peak, "pass": peak < AIM_PEAK_BYTES}
+    for stat in ("median", "p99"):
+        aims[f"single_customer_{stat}_ms"] = {"aim": AIM_SINGLE_MS, "value": a[f"{stat}_ms"], "pass": a[f"{stat}_ms"] <= AIM_SINGLE_MS}
+    rows += [
+        ("peak RSS of the batch step", f"{peak / GIB:.2f} GiB (+{ours['peak_increment_bytes'] / GIB:.2f} GiB)",
+         f"< {AIM_PEAK_BYTES / GIB:.0f} GiB", aims["peak_rss_bytes"]["pass"]),
+        ("one customer, median", f"{a['median_ms']:.3f} ms", f"<= {AIM_SINGLE_MS} ms", aims["single_customer_median_ms"]["pass"]),
+        ("one customer, p99", f"{a['p99_ms']:.3f} ms", f"<= {AIM_SINGLE_MS} ms", aims["single_customer_p99_ms"]["pass"]),
+        ("one customer from 50 dicts, EventEncoder.records, median", f"{single['records']['median_ms']:.3f} ms", "(report)", None),
+        ("one customer from 50 dicts via pandas, median", f"{single['dicts']['median_ms']:.3f} ms", "(report)", None),
     ]
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    w2 = max(len(r[2]) for r in rows)
-    print()
-    print(f"SUMMARY ({args.events:,} events, {args.customers:,} customers, {n_features} features)")
-    print(f"{'figure':<{w0}}  {'measured':<{w1}}  {'aim':<{w2}}  result")
-    for name, value, aim, ok in rows:
-        print(f"{name:<{w0}}  {value:<{w1}}  {aim:<{w2}}  {'-' if ok is None else ('PASS' if ok else 'MISS')}")
+    return aims, rows
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "load_average": {"start": load_start, "end": os.getloadavg()},
-        "args": {"events": args.events, "customers": args.customers, "repeat": repeat, "quick": args.quick, "seed": args.seed},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-                    "pandas": pd.__version__, "duckdb": duckdb.__version__, "platform": platform.platform()},
-        "data": {"events": n, "customers": arrays.n_customers, "features": n_features, "cutoff": pd.Timestamp(cutoff, tz="UTC").isoformat(),
-                 "events_before_cutoff": visible, "generate_s": gen_s},
-        "funnelcast": {"times_s": warm["1 thread"], "best_s": fc_best, "events_per_s": fc_rate,
-                       "fresh_process_times_s": child["times_s"],
-                       "events_per_s_counts": "all N events (including those at/after the cutoff)",
-                       "visible_events_per_s": visible / fc_best, "peak_rss_bytes": peak,
-                       "rss_before_compute_bytes": child["rss_before_compute"], "peak_increment_bytes": increment,
-                       "all_cores": {"threads": cores, "times_s": warm["default threads"], "events_per_s": fc_rate_all}},
-        "duckdb": {"load_s": load_s, "wide": {"what": WIDE, **wide}, "long": {"what": LONG, **long}},
-        "single_customer": single,
-        "aims": {
-            "events_per_s": {"aim": AIM_EVENTS_PER_S, "value": fc_rate, "pass": fc_rate >= AIM_EVENTS_PER_S},
-            "vs_duckdb_1_thread": vs["1 thread"],  # against the faster DuckDB reference
-            "vs_duckdb_default_threads": vs["default threads"],
-            "peak_rss_bytes": {"aim": AIM_PEAK_BYTES, "value": peak, "pass": peak < AIM_PEAK_BYTES},
-            "single_customer_median_ms": {"aim": AIM_SINGLE_MS, "value": a["median_ms"], "pass": a["median_ms"] <= AIM_SINGLE_MS},
-            "single_customer_p99_ms": {"aim": AIM_SINGLE_MS, "value": a["p99_ms"], "pass": a["p99_ms"] <= AIM_SINGLE_MS},
-        },
-    }
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nload average {load_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end; figures written to {out}")
+
+def main() -> None:
+    args = parse_args()
+    if args._child:
+        child_main(args._child, args._cutoff, args.repeat, args._threads)
+        return
+    import duckdb
+
+    load_start = os.getloadavg()
+    config = fc.load_config()
+    say(f"funnelcast feature benchmark: {args.events:,} events, {args.customers:,} customers, "
+        f"{len(feature_spec(config).columns)} features, best of {args.repeat}; python {platform.python_version()}, "
+        f"numpy {np.__version__}, {os.cpu_count()} CPUs; {loadavg_text(load_start)} at start (other processes skew timings)")
+    arrays, data = make_data(args, config)
+    ours = measure_funnelcast(arrays, CUTOFF, feature_spec(config), args.repeat)
+    rates = {"1 thread": ours["events_per_s"], "default threads": ours["all_cores"]["events_per_s"]}
+    duck = measure_duckdb(arrays, CUTOFF, config, args.repeat, rates)
+    single = measure_single(config, args.single_calls)
+    aims, rows = judge(ours, duck, single)
+
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    say(f"\nSUMMARY ({args.events:,} events, {args.customers:,} customers, {data['features']} features)")
+    say("  ".join(h.ljust(w) for h, w in zip(("figure", "measured", "aim"), widths)) + "  result")
+    for *cells, ok in rows:
+        say("  ".join(c.ljust(w) for c, w in zip(cells, widths)) + f"  {verdict(ok)}")
+    write_report(args.out, {
+        "args": {"events": args.events, "customers": args.customers, "repeat": args.repeat, "quick": args.quick, "seed": args.seed},
+        "machine": machine(duckdb=duckdb.__version__), "data": data, "funnelcast": ours, "duckdb": duck,
+        "single_customer": single, "aims": aims,
+    }, load_start)
 
 
 if __name__ == "__main__":

@@ -406,9 +406,8 @@ def _customer_base(events: str, customers: str | None, as_of: str | None, config
     scorer = project.scorer()  # first: no champion, no reading of the source
     data = project.load(events, customers, config=scorer.config)
     _print_summary(data.summary)
-    n = data.events["customer_id"].nunique() if data.customers is None else None
     with _progress() as bar:
-        task = bar.add_task("scoring customers", total=n)
+        task = bar.add_task("scoring customers", total=None)
         base = project.customer_base(data, as_of=as_of, reasons=reasons, scorer=scorer,
                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
     if base.events_after_as_of:
