@@ -119,11 +119,11 @@ def assess(
     for name, target in TARGETS.items():
         labelled = table[target.label].notna()
         need = minimums[f"history_days_{name}"]
-        if target.by_transition:
-            for from_stage, to_stage in config.conversion_targets():
-                rows = table.loc[(table["stage"] == from_stage) & labelled, target.label]
-                targets.append(target_verdict(f"{name}:{from_stage}->{to_stage}", rows, config, history, need))
-        else:
+        transitions = target.transitions(config)
+        for stage, slice_name in transitions.items():
+            rows = table.loc[(table["stage"] == stage) & labelled, target.label]
+            targets.append(target_verdict(slice_name, rows, config, history, need))
+        if not transitions:
             targets.append(target_verdict(name, table.loc[labelled, target.label], config, history, need))
     if sparse_share > rd.max_share_sparse_customers:
         for t in targets:
@@ -135,8 +135,7 @@ def assess(
 
 
 def _target_names(config: FunnelConfig) -> list[str]:
-    return [f"{name}:{a}->{b}" if target.by_transition else name
-            for name, target in TARGETS.items() for a, b in (config.conversion_targets() if target.by_transition else [("", "")])]
+    return [n for name, target in TARGETS.items() for n in (list(target.transitions(config).values()) or [name])]
 
 
 def target_verdict(name: str, labels: pd.Series, config: FunnelConfig, history: float = float("inf"),

@@ -53,6 +53,13 @@ class Target:
         """Feature-frame column: whether the target applies to the row's customer at its cutoff."""
         return f"{self.name}_eligible"
 
+    def transitions(self, config: FunnelConfig) -> dict[str, str]:
+        """Stage → the name of its slice (``convert:interest->consideration``) for a target reported per
+        stage transition; empty otherwise."""
+        if not self.by_transition:
+            return {}
+        return {a: f"{self.name}:{a}->{b}" for a, b in config.conversion_targets()}
+
     def horizon_days(self, config: FunnelConfig) -> int:
         """The target's horizon under ``config``, in whole days after the cutoff."""
         return int(self.horizon(config))

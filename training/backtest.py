@@ -93,10 +93,6 @@ def readiness_problem(training_set: TrainingSet, target: str, config: FunnelConf
             f"{'; '.join(verdict.reasons)} (readiness.min_eligible, readiness.min_positives)")
 
 
-def _transition_names(config: FunnelConfig, target: str) -> dict[str, str]:
-    return {a: f"{target}:{a}->{b}" for a, b in config.conversion_targets()}
-
-
 def run_backtest(
     training_set: TrainingSet,
     target: str,
@@ -121,7 +117,7 @@ def run_backtest(
     folds = backtest_folds(rows["cutoff"].unique(), spec.horizon_days(config), settings.folds,
                            settings.validation_cutoffs)
     oracle, hidden = _oracle_columns(rows, truth, target)
-    transitions = _transition_names(config, target) if spec.by_transition else {}
+    transitions = spec.transitions(config)
     warnings: list[str] = []
     results = []
     for fold in folds:
