@@ -35,6 +35,10 @@ COMPARED = ("customer_id", "stage", "status", "next_stage", "next_stage_probabil
             "percentile", "risk_tier", "customer_value", "value_at_risk", "reasons_for", "model_versions")
 
 
+LOGS: dict[str, Path] = {}
+"""Base URL of a running server -> the file its stdout and stderr go to."""
+
+
 # ---- helpers ------------------------------------------------------------------------------------
 
 def _free_port() -> int:
@@ -125,6 +129,7 @@ def server(served_models, small_sim, tmp_path_factory):
                             env=_clean_env(FUNNELCAST_API_KEY=KEY), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    LOGS[base] = log_path
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
@@ -642,3 +647,31 @@ def test_answers_are_strict_json():
     assert json.loads(body) == {"n": 2, "x": None, "y": 0.5, "z": [True]}
     with pytest.raises(Exception, match="cannot encode"):
         _json({"when": object()})
+
+
+# ---- safety -----------------------------------------------------------------------------------------
+
+def test_rejected_requests_put_no_request_values_and_no_traceback_in_the_log(api, server, as_of):
+    """Personal data in a refused body (an e-mail as customer_id, a card and a phone number in properties)
+    never reaches the server log; refusals are counted per reason on one brief WARNING line at most
+    every 10 s, not logged at ERROR with a traceback per request."""
+    log_path = LOGS[server]
+    before = log_path.stat().st_size
+    private = ["bob@example.com", "4111 1111 1111 1111", "+44 20 7946 0958"]
+    event = _event(amount="lots", properties={"card": private[1], "phone": private[2]}, customer_id=private[0])
+    bodies = [{"events": [event], "customer_id": private[0], "as_of": as_of},
+              {"events": [_event()], "customer_id": private[0], "surprise": private[1]}]
+    for _ in range(30):
+        for body in bodies:
+            assert api.post("/score_events", json=body).status_code == 400
+    malformed = api.post("/score_events", content=f'{{"customer_id": "{private[0]}", "events": [{private[1]}'.encode(),
+                         headers={"Content-Type": "application/json"})
+    assert malformed.status_code == 400
+    time.sleep(1)  # the server's handlers flush their lines
+    with log_path.open("rb") as f:
+        f.seek(before)
+        written = f.read().decode(errors="replace")
+    for value in private:
+        assert value not in written
+    assert "Traceback" not in written and " ERROR " not in written
+    assert len(written) < 2_000, written  # 61 refusals: at most a few summary lines
