@@ -44,6 +44,11 @@ from funnelcast.serving.scoring import iso_utc
 MAX_IDS = 1000
 MAX_EVENTS = 10_000
 MAX_TOP = 10_000
+MAX_EVENT_BYTES = 1_600
+"""The most JSON one event of a request can need: its fields at their length limits, a few properties."""
+MAX_BODY_BYTES = MAX_EVENTS * MAX_EVENT_BYTES + 64 * 1024
+"""Request bodies beyond this (16 MB) are refused with 413 before they are read into memory or parsed:
+more than the largest request the limits allow (10,000 events; 1,000 ids need ~260 KB)."""
 API_ROUTES = ("score", "score_events", "outreach", "model_info")
 OPEN_PATHS = frozenset({"/", "/healthz", "/livez", "/readyz", "/docs.json", "/metrics"})
 
@@ -111,28 +116,77 @@ def _bad_request(message: str) -> Response:
     return _json({"error": message}, 400)
 
 
-class BearerAuth:
-    """ASGI middleware: every path but health, readiness and the OpenAPI document needs
-    ``Authorization: Bearer <FUNNELCAST_API_KEY>``; anything else gets 401."""
+def _api_key() -> str:
+    """The API key every request must carry: ``$FUNNELCAST_API_KEY``, stripped (as ``funnelcast serve`` checks it)."""
+    return os.environ.get("FUNNELCAST_API_KEY", "").strip()
+
+
+class RequestGate:
+    """ASGI middleware in front of every route: the API key, then the body size.
+
+    * Every path but health, readiness and the OpenAPI document needs ``Authorization: Bearer <key>``
+      (the scheme in any case, RFC 7235; the key as ``$FUNNELCAST_API_KEY`` holds it, stripped);
+      anything else gets 401.
+    * A body larger than :data:`MAX_BODY_BYTES` gets 413 before it is read: by its ``Content-Length``,
+      or, sent in chunks without one, once the chunks pass the limit (those bodies are buffered here).
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        key = os.environ.get("FUNNELCAST_API_KEY", "")
-        self.key = f"Bearer {key}".encode() if key else None
+        key = _api_key()
+        self.key = key.encode() if key else None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or self.key is None or scope["path"] in OPEN_PATHS or scope["path"].startswith("/static_content"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if hmac.compare_digest(given, self.key):
+        path = scope["path"]
+        if self.key is not None and path not in OPEN_PATHS and not path.startswith("/static_content"):
+            given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            scheme, _, token = given.strip().partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+                await _answer(send, 401, b'{"error": "missing or invalid API key: send the header Authorization: Bearer <key>"}',
+                              [(b"www-authenticate", b"Bearer")])
+                return
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None:
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                await _answer(send, 413, _too_large())
+                return
             await self.app(scope, receive, send)
             return
-        body = b'{"error": "missing or invalid API key: send the header Authorization: Bearer <key>"}'
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        chunks, size = [], 0  # a chunked body: read it here, up to the limit, then hand it on
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > MAX_BODY_BYTES:
+                await _answer(send, 413, _too_large())
+                return
+            chunks.append(message)
+            if not message.get("more_body", False):
+                break
+        replay = iter(chunks)
+
+        async def replayed() -> dict:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)
+
+
+def _too_large() -> bytes:
+    return to_json({"error": f"the request body is larger than {MAX_BODY_BYTES:,} bytes, more than any request "
+                             f"within the limits needs (at most {MAX_EVENTS:,} events or {MAX_IDS:,} ids)"})
+
+
+async def _answer(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), *headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
@@ -209,7 +263,7 @@ class Funnelcast:
         from funnelcast.project import Project
 
         logging.getLogger(BENTOML_REQUEST_LOGGER).addFilter(RejectedRequestLog())
-        if _setting("FUNNELCAST_API_KEY") is None and _setting("FUNNELCAST_INSECURE") != "1":
+        if not _api_key() and _setting("FUNNELCAST_INSECURE") != "1":
             raise RuntimeError("FUNNELCAST_API_KEY is not set; set it, or start with --insecure for local use only")
         events = _setting("FUNNELCAST_EVENTS")
         if events is None:
@@ -285,4 +339,4 @@ class Funnelcast:
         return _json(self.info)
 
 
-Funnelcast.add_asgi_middleware(BearerAuth)
+Funnelcast.add_asgi_middleware(RequestGate)

@@ -675,3 +675,65 @@ def test_rejected_requests_put_no_request_values_and_no_traceback_in_the_log(api
         assert value not in written
     assert "Traceback" not in written and " ERROR " not in written
     assert len(written) < 2_000, written  # 61 refusals: at most a few summary lines
+
+
+def test_the_auth_scheme_is_case_insensitive_and_the_key_is_compared_as_serve_checks_it(server):
+    for header in (f"bearer {KEY}", f"BEARER {KEY}", f"Bearer  {KEY}"):
+        resp = httpx.post(f"{server}/model_info", json={}, headers={"Authorization": header}, timeout=30)
+        assert resp.status_code == 200, (header, resp.text)
+    for header in (f"Basic {KEY}", f"Bearer {KEY}x", "Bearer", KEY):
+        assert httpx.post(f"{server}/model_info", json={}, headers={"Authorization": header}, timeout=30).status_code == 401
+
+
+def test_a_body_beyond_the_limits_is_refused_with_413_before_it_is_read(api):
+    from funnelcast.serving.service import MAX_BODY_BYTES
+
+    huge = b'{"events": [' + b" " * (MAX_BODY_BYTES + 1) + b"]}"
+    resp = api.post("/score_events", content=huge, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 413 and "larger than" in resp.json()["error"]
+
+    def chunks():  # no Content-Length: sent chunked
+        yield b'{"events": ['
+        for _ in range(MAX_BODY_BYTES // 1_000_000 + 2):
+            yield b" " * 1_000_000
+        yield b"]}"
+
+    resp = api.post("/score_events", content=chunks(), headers={"Content-Type": "application/json"})
+    assert resp.status_code == 413
+    # A chunked body within the limit is read and answered as usual.
+    small = json.dumps({"events": [_event()], "as_of": "2025-07-01T00:00:00Z"}).encode()
+    resp = api.post("/score_events", content=iter([small[:10], small[10:]]), headers={"Content-Type": "application/json"})
+    assert resp.status_code == 200, resp.text
+
+
+def test_the_gate_reads_the_key_as_serve_does(monkeypatch):
+    """In-process: a key configured with surrounding whitespace is the stripped key (serve strips it too)."""
+    import asyncio
+
+    from funnelcast.serving.service import RequestGate
+
+    async def ok(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    monkeypatch.setenv("FUNNELCAST_API_KEY", "  s3cret\n")
+    gate = RequestGate(ok)
+
+    async def status(authorization: bytes) -> int:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        scope = {"type": "http", "path": "/score", "method": "POST",
+                 "headers": [(b"authorization", authorization), (b"content-length", b"2")]}
+        await gate(scope, receive, send)
+        return sent[0]["status"]
+
+    assert asyncio.run(status(b"Bearer s3cret")) == 200
+    assert asyncio.run(status(b"bearer s3cret")) == 200
+    assert asyncio.run(status(b"Bearer   s3cret ")) == 200  # whitespace around the token is not part of the key
+    assert asyncio.run(status(b"Bearer s3cre")) == 401
