@@ -234,7 +234,7 @@ def test_api_routes_need_the_bearer_key(anon, api):
     missing = anon.post("/score", json=body)
     assert missing.status_code == 401
     assert "API key" in missing.text and missing.headers.get("www-authenticate") == "Bearer"
-    for header in (f"Bearer {KEY}x", f"Bearer {KEY[:-1]}", KEY, f"Basic {KEY}", "Bearer", f"bearer {KEY}"):
+    for header in (f"Bearer {KEY}x", f"Bearer {KEY[:-1]}", KEY, f"Basic {KEY}", "Bearer", f"Bearer{KEY}"):
         assert anon.post("/score", json=body, headers={"Authorization": header}).status_code == 401, header
     for route in ("/score_events", "/outreach", "/model_info"):
         assert anon.post(route, json={}).status_code == 401, route
