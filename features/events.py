@@ -24,6 +24,7 @@ Time follows :mod:`funnelcast.features.timestamps`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -339,6 +340,18 @@ def validate_customers(raw: pd.DataFrame, config: FunnelConfig, source: str = "c
                 out[col] = values.astype("string").astype("category")
     summary.rows_out = len(out)
     return out.sort_values("customer_id", kind="stable").reset_index(drop=True), summary
+
+
+def frames_hash(*frames: pd.DataFrame | None) -> str:
+    """SHA-256 over the rows of validated frames (values and column names, not their memory layout):
+    the same data gives the same hash in any process."""
+    digest = hashlib.sha256()
+    for frame in frames:
+        if frame is None:
+            continue
+        digest.update(json.dumps([str(c) for c in frame.columns]).encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def read_events(

@@ -494,28 +494,64 @@ def serve_cmd(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 3000,
     insecure: Annotated[bool, typer.Option("--insecure", help="Serve without an API key (local use only).")] = False,
+    insecure_remote: Annotated[bool, typer.Option("--allow-insecure-remote", help="Allow --insecure on a --host other machines can reach.")] = False,
     tracking_uri: TrackingOpt = None,
     mlflow_dir: MlflowDirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Start the scoring service (BentoML): /score, /score_events, /outreach, /model_info."""
+    from funnelcast.features.events import _redact
+    from funnelcast.serving.scoring import iso_utc
     from funnelcast.training.tracking import resolve_uri
 
     if not os.environ.get("FUNNELCAST_API_KEY", "").strip() and not insecure:
         raise UserError("FUNNELCAST_API_KEY is not set: every request must carry 'Authorization: Bearer <key>'. "
                         "Set it, or pass --insecure to serve without a key on a machine only you can reach")
+    if insecure and not _loopback(host) and not insecure_remote:
+        raise UserError(f"--insecure on --host {host}, which other machines can reach: anyone there could read every "
+                        "customer's scores. Set FUNNELCAST_API_KEY, serve on 127.0.0.1, or pass --allow-insecure-remote "
+                        "as well to say that this is meant")
     uri = resolve_uri(tracking_uri, mlflow_dir)[0]
-    _project(config, uri).scorer()  # refuses to start, naming the store and model, without champions
-    env = dict(os.environ, FUNNELCAST_EVENTS=events, MLFLOW_TRACKING_URI=uri, FUNNELCAST_INSECURE="1" if insecure else "0")
-    for name, value in (("FUNNELCAST_CUSTOMERS", customers), ("FUNNELCAST_AS_OF", as_of),
-                        ("FUNNELCAST_CONFIG", str(config.resolve()) if config else None)):
+    project = _project(config, uri)
+    scorer = project.scorer()  # refuses to start, naming the store and model, without champions
+    # The sources are read and validated here, before the server starts: a bad one is a paragraph and exit 2,
+    # not a worker that BentoML restarts forever. Every worker (and a restarted one) serves exactly this
+    # population: the same as-of instant and the same rows, checked by their SHA-256.
+    data = project.load(events, customers, config=scorer.config)
+    _print_summary(data.summary)
+    pinned = iso_utc(scorer.as_of_ns(as_of))
+    env = dict(os.environ, FUNNELCAST_EVENTS=events, MLFLOW_TRACKING_URI=uri, FUNNELCAST_INSECURE="1" if insecure else "0",
+               FUNNELCAST_AS_OF=pinned, FUNNELCAST_SOURCE_SHA256=data.fingerprint(), FUNNELCAST_CWD=os.getcwd())
+    for name, value in (("FUNNELCAST_CUSTOMERS", customers), ("FUNNELCAST_CONFIG", str(config.resolve()) if config else None)):
         if value is not None:
             env[name] = value
     env.setdefault("FUNNELCAST_THREADS", "1")
-    out.print(f"serving on http://{host}:{port} (models from {uri}); API docs at http://{host}:{port}/docs.json", highlight=False)
+    del data
+    out.print(f"serving on http://{host}:{port} (models from {_redact(uri)}, population as of {pinned}); "
+              f"API docs at http://{host}:{port}/docs.json", highlight=False)
     sys.stdout.flush()
-    args = [sys.executable, "-m", "bentoml", "serve", "funnelcast.serving.service:Funnelcast", "--host", host, "--port", str(port)]
+    # BentoML puts its --working-dir, and `python -m` the current directory, first on sys.path before it
+    # imports the service: both are a fresh empty private folder, never the caller's directory, so nothing
+    # there (a 'funnelcast' or 'serving' folder) can stand in for the installed service. Relative sources
+    # stay relative to the caller's directory (FUNNELCAST_CWD).
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="funnelcast-serve-")
+    os.chdir(root)
+    args = [sys.executable, "-m", "bentoml", "serve", "funnelcast.serving.service:Funnelcast", "--working-dir", root,
+            "--host", host, "--port", str(port)]
     os.execve(sys.executable, args, env)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 import pandas as pd
 
 from funnelcast.features.errors import EventDataError
-from funnelcast.features.events import (SqlSource, ValidationSummary, read_customers, read_table, validate_customers,
-                                        validate_events)
+from funnelcast.features.events import (SqlSource, ValidationSummary, frames_hash, read_customers, read_table,
+                                        validate_customers, validate_events)
 from funnelcast.features.funnel import FunnelConfig, load_config
 from funnelcast.features.timestamps import stated_time
 
@@ -64,6 +64,10 @@ class Dataset:
     truth: pd.DataFrame | None = None
     as_of: pd.Timestamp | None = None
     """The extraction time given at load (events at or after it were refused), or None."""
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the validated events and customers: the same data, the same fingerprint."""
+        return frames_hash(self.events, self.customers)
 
     def __repr__(self) -> str:
         customers = "no customers table" if self.customers is None else f"{len(self.customers):,} customers"

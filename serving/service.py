@@ -268,10 +268,26 @@ class Funnelcast:
         events = _setting("FUNNELCAST_EVENTS")
         if events is None:
             raise RuntimeError("FUNNELCAST_EVENTS names no event source")
+        if _setting("FUNNELCAST_CWD"):  # relative sources are relative to where `funnelcast serve` ran
+            os.chdir(_setting("FUNNELCAST_CWD"))
         # One LightGBM/feature thread per request: the event loop's requests share the cores.
         project = Project(_setting("FUNNELCAST_CONFIG"), mlflow_dir=_setting("FUNNELCAST_MLFLOW_DIR"), threads=1)
         self.scorer = project.scorer()
-        data = project.load(events, _setting("FUNNELCAST_CUSTOMERS"), config=self.scorer.config)
+        self.problem: str | None = None
+        try:
+            data = project.load(events, _setting("FUNNELCAST_CUSTOMERS"), config=self.scorer.config)
+            expected = _setting("FUNNELCAST_SOURCE_SHA256")
+            if expected is not None and data.fingerprint() != expected:
+                raise FunnelcastError(
+                    "the event or customers source changed since `funnelcast serve` read it at start-up (SHA-256 of "
+                    f"the validated rows {data.fingerprint()[:12]}, at start-up {expected[:12]}); this worker will not "
+                    "serve a different population: restart `funnelcast serve` to load the new one")
+        except FunnelcastError as exc:
+            # A worker restarted by BentoML that cannot serve the start-up population stays up, says why and
+            # fails readiness (503), instead of raising into a restart loop that also takes /livez down.
+            self.problem = f"not ready: {exc}"
+            logging.getLogger("funnelcast.serving").error("%s", self.problem)
+            return
         self.base = project.customer_base(data, as_of=_setting("FUNNELCAST_AS_OF"), scorer=self.scorer)
         self.as_of = self.base.as_of
         self.source = {"events": data.summary.as_dict(), "customers": int(self.base.arrays.n_customers)}
@@ -280,6 +296,10 @@ class Funnelcast:
         # The loaded models and arrays are long-lived: keep the collector from walking them (tail latency).
         gc.collect()
         gc.freeze()
+
+    def __is_ready__(self) -> bool:
+        """BentoML's readiness hook: ready only with the population `funnelcast serve` validated at start-up."""
+        return self.problem is None
 
     def _model_info(self) -> dict[str, Any]:
         from funnelcast.training import tracking
@@ -296,6 +316,8 @@ class Funnelcast:
     @bentoml.api(route="/score", input_spec=ScoreRequest)
     async def score(self, customer_ids: list[str], as_of: str | None = None) -> dict[str, Any]:
         """Scores with reasons for customers of the event source; ids it does not know come back in ``unknown``."""
+        if self.problem is not None:
+            return _json({"error": self.problem}, 503)
         limit = self.scorer.config.serving.max_customers_per_request
         if len(customer_ids) > limit:
             return _bad_request(f"customer_ids holds {len(customer_ids):,} ids; at most {limit:,} per request")
@@ -310,6 +332,8 @@ class Funnelcast:
     async def score_events(self, events: list[EventIn], customer: dict[str, Any] | None = None,
                            customer_id: str | None = None, as_of: str | None = None) -> dict[str, Any]:
         """Score one customer from the events in the request; nothing is read from the event source."""
+        if self.problem is not None:
+            return _json({"error": self.problem}, 503)
         try:
             result = self.scorer.score_payload([e.__dict__ for e in events], customer, customer_id, as_of,
                                                self.base.population)
@@ -320,6 +344,8 @@ class Funnelcast:
     @bentoml.api(route="/outreach", input_spec=OutreachRequest)
     async def outreach(self, top: int = 50, stage: str | None = None, segment: str | None = None) -> dict[str, Any]:
         """The customers to contact first: highest churn probability × customer value, with reasons."""
+        if self.problem is not None:
+            return _json({"error": self.problem}, 503)
         if top > self.scorer.config.serving.max_outreach:
             return _bad_request(f"top {top:,} is over serving.max_outreach ({self.scorer.config.serving.max_outreach:,})")
         try:
@@ -336,6 +362,8 @@ class Funnelcast:
     @bentoml.api(route="/model_info", input_spec=ModelInfoRequest)
     async def model_info(self) -> dict[str, Any]:
         """Model versions, training dates and test metrics, and the population the service scored."""
+        if self.problem is not None:
+            return _json({"error": self.problem}, 503)
         return _json(self.info)
 
 

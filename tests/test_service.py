@@ -8,11 +8,13 @@ its whole OpenAPI surface with schemathesis: no generated request may get a 5xx.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -118,16 +120,13 @@ def _squash(text: str) -> str:
 
 # ---- fixtures -----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def server(served_models, small_sim, tmp_path_factory):
-    """Base URL of a running ``funnelcast serve`` (ready: /readyz answered 200)."""
-    home, sim_dir, _ = served_models
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("serve-log") / "server.log"
+@contextlib.contextmanager
+def _serving(args: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO, ready: bool = True):
+    """A ``funnelcast serve`` process (its own session); yields (process, base URL) once /readyz answers
+    200 (``ready``) or at all (any status: a server that must say it is not ready)."""
+    port = args[args.index("--port") + 1]
     log = log_path.open("wb")
-    proc = subprocess.Popen(_serve_args(home, sim_dir, small_sim.end, port), cwd=REPO,
-                            env=_clean_env(FUNNELCAST_API_KEY=KEY), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     LOGS[base] = log_path
     try:
@@ -137,17 +136,27 @@ def server(served_models, small_sim, tmp_path_factory):
                 pytest.fail(f"funnelcast serve exited with {proc.returncode} before it was ready:\n"
                             f"{log_path.read_text(errors='replace')}")
             try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                if (status := httpx.get(f"{base}/readyz", timeout=2).status_code) == 200 or not ready:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"funnelcast serve was not ready within {READY_TIMEOUT} s:\n{log_path.read_text(errors='replace')}")
             time.sleep(0.5)
-        yield base
+        yield proc, base
     finally:
         _stop(proc)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(served_models, small_sim, tmp_path_factory):
+    """Base URL of a running ``funnelcast serve`` (ready: /readyz answered 200)."""
+    home, sim_dir, _ = served_models
+    log_path = tmp_path_factory.mktemp("serve-log") / "server.log"
+    with _serving(_serve_args(home, sim_dir, small_sim.end, _free_port()), _clean_env(FUNNELCAST_API_KEY=KEY),
+                  log_path) as (_, base):
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -737,3 +746,81 @@ def test_the_gate_reads_the_key_as_serve_does(monkeypatch):
     assert asyncio.run(status(b"bearer s3cret")) == 200
     assert asyncio.run(status(b"Bearer   s3cret ")) == 200  # whitespace around the token is not part of the key
     assert asyncio.run(status(b"Bearer s3cre")) == 401
+
+
+def test_serve_reads_its_sources_before_starting_and_refuses_an_unreadable_one(served_models, small_sim, tmp_path):
+    home, sim_dir, _ = served_models
+    args = _serve_args(home, sim_dir, small_sim.end, _free_port())
+    args[args.index("--events") + 1] = str(tmp_path / "no-such-events.parquet")
+    started = time.monotonic()
+    code, out, err = _run_to_exit(args, _clean_env(FUNNELCAST_API_KEY=KEY))
+    assert code == 2 and "no such file" in err and "Traceback" not in err, (code, out, err)
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::"])
+def test_insecure_serving_on_a_reachable_host_needs_a_second_flag(served_models, small_sim, host, tmp_path):
+    home, sim_dir, _ = served_models
+    args = [*_serve_args(home, sim_dir, small_sim.end, _free_port()), "--insecure", "--host", host]
+    code, out, err = _run_to_exit(args, _clean_env())
+    assert code == 2 and "--allow-insecure-remote" in err, (code, out, err)
+    # Said explicitly, the check passes (the run then stops at the next one: here, a missing event source).
+    args[args.index("--events") + 1] = str(tmp_path / "missing.parquet")
+    code, out, err = _run_to_exit([*args, "--allow-insecure-remote"], _clean_env())
+    assert code == 2 and "missing.parquet" in err and "--allow-insecure-remote" not in err, (code, out, err)
+
+
+def test_the_service_is_imported_from_the_installed_package_not_the_working_directory(served_models, small_sim, tmp_path):
+    """A folder holding funnelcast/serving/service.py (or serving/service.py) where serve runs is not imported."""
+    home, sim_dir, _ = served_models
+    marker = tmp_path / "imported-from-cwd"
+    planted = f"open({str(marker)!r}, 'w').write('planted code ran')\n"
+    for package in ("funnelcast/serving", "serving"):
+        (tmp_path / package).mkdir(parents=True)
+        (tmp_path / package / "__init__.py").write_text(planted)
+        (tmp_path / package / "service.py").write_text(planted)
+    (tmp_path / "funnelcast" / "__init__.py").write_text(planted)
+    shutil.copy(sim_dir / "events.parquet", tmp_path / "events.parquet")
+    # The installed console script, as an operator runs it (`python -m funnelcast` would itself import a
+    # 'funnelcast' folder from the current directory: that is Python's rule for -m, not funnelcast's).
+    exe = shutil.which("funnelcast", path=str(Path(sys.executable).parent))
+    args = [exe, *_serve_args(home, sim_dir, small_sim.end, _free_port())[3:]]
+    args[args.index("--events") + 1] = "events.parquet"  # relative to where serve runs
+    with _serving(args, _clean_env(FUNNELCAST_API_KEY=KEY), tmp_path / "server.log", cwd=tmp_path) as (_, base):
+        resp = httpx.post(f"{base}/model_info", json={}, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+        assert resp.status_code == 200 and resp.json()["population"]["customers"] > 0
+    assert not marker.exists()
+
+
+def test_a_restarted_worker_never_serves_a_changed_source(served_models, small_sim, tmp_path):
+    """The events file changes after start-up and the worker restarts: it stays up, fails readiness and
+    answers 503 saying why, instead of serving other customers (or crash-looping)."""
+    import psutil
+
+    home, sim_dir, _ = served_models
+    events = tmp_path / "events.parquet"
+    shutil.copy(sim_dir / "events.parquet", events)
+    args = _serve_args(home, sim_dir, small_sim.end, _free_port())
+    args[args.index("--events") + 1] = str(events)
+    with _serving(args, _clean_env(FUNNELCAST_API_KEY=KEY), tmp_path / "server.log") as (proc, base):
+        frame = pd.read_parquet(events)
+        frame.iloc[: len(frame) // 2].to_parquet(events)  # half the customers' events: another population
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "worker" in " ".join(p.cmdline())]
+        assert workers, [p.cmdline() for p in psutil.Process(proc.pid).children(recursive=True)]
+        for worker in workers:
+            worker.kill()
+        deadline = time.monotonic() + READY_TIMEOUT
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                status = httpx.get(f"{base}/readyz", timeout=2).status_code
+                if status == 503:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert status == 503
+        assert httpx.get(f"{base}/livez", timeout=5).status_code == 200
+        resp = httpx.post(f"{base}/score", json={"customer_ids": ["c0000001"]}, headers={"Authorization": f"Bearer {KEY}"},
+                          timeout=30)
+        assert resp.status_code == 503 and "changed since `funnelcast serve` read it" in resp.json()["error"]

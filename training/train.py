@@ -5,8 +5,6 @@ decide champion or challenger. ``funnelcast train`` and ``make demo`` are thin s
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import tempfile
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from funnelcast.features.errors import DestinationError, TrainingDataError
+from funnelcast.features.events import frames_hash
 from funnelcast.features.funnel import FunnelConfig
 from funnelcast.features.model_input import SchemaError
 from funnelcast.features.snapshots import TrainingSet
@@ -73,17 +72,6 @@ class TrainingResult:
         return self.entries
 
 
-def input_hash(*frames: pd.DataFrame | None) -> str:
-    """SHA-256 over the rows of the input frames (values and column names, not row order of memory)."""
-    digest = hashlib.sha256()
-    for frame in frames:
-        if frame is None:
-            continue
-        digest.update(json.dumps([str(c) for c in frame.columns]).encode())
-        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return digest.hexdigest()
-
-
 def data_summary(table: pd.DataFrame, events: pd.DataFrame | None = None, customers: pd.DataFrame | None = None) -> dict[str, Any]:
     """Rows, customers, cutoffs, events, label rates and an input hash of a training run's data (logged to MLflow)."""
     out: dict[str, Any] = {
@@ -92,7 +80,7 @@ def data_summary(table: pd.DataFrame, events: pd.DataFrame | None = None, custom
         "cutoffs": int(table["cutoff"].nunique()),
         "first_cutoff": str(table["cutoff"].min()),
         "last_cutoff": str(table["cutoff"].max()),
-        "input_hash": input_hash(events, customers) if events is not None else input_hash(table),
+        "input_hash": frames_hash(events, customers) if events is not None else frames_hash(table),
     }
     if events is not None:
         out.update(events=int(len(events)), first_event=str(events["timestamp"].min()), last_event=str(events["timestamp"].max()))
