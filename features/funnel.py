@@ -294,7 +294,8 @@ class FunnelConfig(_Strict):
         """SHA-256 of everything that shapes feature rows and labels (not training, readiness or serving
         settings): a model scores correctly only with features built under the same hash."""
         shape = self.model_dump(mode="json", exclude={"training", "readiness", "serving", "name"})
-        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+        # Not sort_keys: the order of event groups and channels is the order of their feature columns.
+        return hashlib.sha256(json.dumps(shape).encode()).hexdigest()
 
     def conversion_targets(self) -> list[tuple[str, str]]:
         """(from_stage, to_stage) for every stage that has a next one."""

@@ -151,6 +151,11 @@ class Scorer:
                 )
         self.config = config
         self.spec = feature_spec(config)
+        for target, model in models.items():
+            if tuple(model.input_.behaviour) != self.spec.columns:
+                raise ModelMismatchError(
+                    f"the {target} model (version {versions.get(target)}) was trained on behaviour columns in another "
+                    "order or of another funnel than this config builds; serve with the config it was trained with")
         self.models = models
         self.versions = versions
         self.names = names or {t: f"{config.training.model_name_prefix}-{t}" for t in models}

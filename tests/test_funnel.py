@@ -430,3 +430,14 @@ def test_training_lightgbm_may_not_set_what_funnelcast_sets(config):
     raw["training"]["lightgbm"] = {"n_jobs": 4, "learning_rate": 0.1}
     with pytest.raises(ConfigError, match=r"training\.lightgbm: .*\['n_jobs'\].*FUNNELCAST_THREADS"):
         config_from_dict(raw)
+
+
+def test_the_data_hash_sees_the_order_of_event_groups_and_channels(config: FunnelConfig) -> None:
+    """Their order is the order of feature columns: two configs that differ only there build other matrices."""
+    raw = config.model_dump(mode="json")
+    swapped = dict(raw, event_groups=dict(reversed(list(raw["event_groups"].items()))))
+    assert list(swapped["event_groups"]) != list(raw["event_groups"])
+    assert FunnelConfig.model_validate(swapped).data_hash() != config.data_hash()
+    channels = dict(raw, channels=dict(reversed(list(raw["channels"].items()))))
+    assert FunnelConfig.model_validate(channels).data_hash() != config.data_hash()
+    assert FunnelConfig.model_validate(raw).data_hash() == config.data_hash()

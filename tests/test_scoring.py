@@ -379,3 +379,14 @@ def test_score_without_champions_names_the_store_and_model(tmp_path, small_sim, 
     assert "funnelcast-convert" in run.stderr and str(tmp_path / "empty") in run.stderr
     json.dumps(run.stderr)  # one readable paragraph, no traceback
     assert "Traceback" not in run.stderr
+
+
+def test_a_model_is_only_served_with_its_own_column_order(scorer):
+    """A config whose event groups come in another order builds the same columns in another order: refused."""
+    from funnelcast.features.funnel import FunnelConfig
+    from funnelcast.serving.scoring import ModelMismatchError
+
+    raw = scorer.config.model_dump(mode="json")
+    raw["event_groups"] = dict(reversed(list(raw["event_groups"].items())))
+    with pytest.raises(ModelMismatchError):
+        Scorer(scorer.models, scorer.versions, FunnelConfig.model_validate(raw))

@@ -260,3 +260,34 @@ def test_tuning_runs_optuna_trials_as_nested_mlflow_runs(tmp_path, table, config
     assert all("valid_log_loss" in t.data.metrics for t in trials)
     # The best trial's parameters trained the registered model.
     assert run.data.params["lgbm_num_leaves"] == str(tuned["params"]["num_leaves"])
+
+
+def test_a_registered_model_holds_no_pickle_and_a_changed_artifact_is_refused(tmp_path, table, config):
+    """Issue 21: LightGBM's text model and JSON, read by models-from-code; every artifact's SHA-256 is
+    recorded with the version and checked on load, so a planted or edited file is refused by name."""
+    from funnelcast.training import tracking
+
+    cfg = quick(config, targets=["churn"])
+    result = train(table, cfg, home=tmp_path / "mlruns", report_dir=tmp_path / "r")
+    tr = result.targets["churn"]
+    folder = tracking._model_folder(tr.model_name, tr.version)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib", ".cloudpickle"))], files
+    assert {"MLmodel", "artifacts/booster.txt", "artifacts/model.json", "mlflow_model.py"} <= set(files)
+    assert "loader_module: mlflow.pyfunc.loaders.code_model" in (folder / "MLmodel").read_text()
+    # The loaded model is the trained one, to the bit.
+    version, loaded = tracking.load_model(tr.model_name, "champion")
+    rows = table.rows("churn").tail(500)
+    np.testing.assert_array_equal(loaded.predict_proba(rows), tr.backtest.model.predict_proba(rows))
+    assert loaded.input_ == tr.backtest.model.input_
+    # Tampering with any artifact (the model, the code MLflow runs, MLflow's own descriptor) is refused.
+    for name in ("artifacts/booster.txt", "mlflow_model.py", "MLmodel"):
+        path = folder / name
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# planted\n")
+        with pytest.raises(tracking.RegistryError, match=f"the artifact '{name}' differs from the one logged"):
+            tracking.load_model(tr.model_name, "champion")
+        path.write_bytes(original)
+    (folder / "artifacts" / "model.json").unlink()
+    with pytest.raises(tracking.RegistryError, match="the artifact 'artifacts/model.json' is missing"):
+        tracking.load_model(tr.model_name, "champion")

@@ -16,18 +16,24 @@ LightGBM saw, so batch scoring, the HTTP service and the MLflow model share one 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from funnelcast.features.model_input import ModelInput
 from funnelcast.features.targets import TARGETS
+
+MODEL_FORMAT = 1
+"""Version of the files :meth:`TargetModel.save` writes."""
 
 PROBABILITY_FLOOR = 1e-4
 """Calibrated probabilities are kept in [floor, 1 - floor]: a validation block of all positives
@@ -60,7 +66,10 @@ class Calibrator:
             self.x_ = np.bincount(block, weights=raw[order]) / count
             self.y_ = np.bincount(block, weights=fitted) / count
         else:
-            self.model_ = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), y)
+            fitted = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), y)
+            # Platt's map is expit(a * raw + b): kept as its two numbers (what scikit-learn's
+            # predict_proba computes from them, to the bit), so it saves as JSON.
+            self.coef_, self.intercept_ = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
         return self
 
     def predict(self, raw: np.ndarray) -> np.ndarray:
@@ -69,8 +78,25 @@ class Calibrator:
         if self.method == "isotonic":
             p = np.interp(raw, self.x_, self.y_)
         else:
-            p = self.model_.predict_proba(raw.reshape(-1, 1))[:, 1]
+            p = expit(raw * self.coef_ + self.intercept_)
         return np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fitted map as plain JSON (floats round-trip exactly)."""
+        if self.method == "isotonic":
+            return {"method": "isotonic", "x": self.x_.tolist(), "y": self.y_.tolist()}
+        return {"method": "sigmoid", "coef": self.coef_, "intercept": self.intercept_}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibrator:
+        """The calibrator :meth:`to_dict` described."""
+        calibrator = cls(data["method"])
+        if calibrator.method == "isotonic":
+            calibrator.x_ = np.asarray(data["x"], dtype=float)
+            calibrator.y_ = np.asarray(data["y"], dtype=float)
+        else:
+            calibrator.coef_, calibrator.intercept_ = float(data["coef"]), float(data["intercept"])
+        return calibrator
 
 
 @dataclass
@@ -117,6 +143,40 @@ class TargetModel:
         """Calibrated probability of raw scores (log-odds) from :meth:`raw_score`."""
         return self.calibrator_.predict(raw)
 
+    # ---- files: nothing that executes on load ------------------------------------------------------
+    BOOSTER_FILE = "booster.txt"
+    MODEL_FILE = "model.json"
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write the model as LightGBM's own text model and one JSON file (input contract, calibrator,
+        parameters, metadata); returns the paths by role (``booster``, ``model``)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {"booster": folder / self.BOOSTER_FILE, "model": folder / self.MODEL_FILE}
+        self.booster_.save_model(str(paths["booster"]), num_iteration=-1)
+        paths["model"].write_text(json.dumps({
+            "format": MODEL_FORMAT, "target": self.target, "input": self.input_.to_dict(),
+            "calibrator": self.calibrator_.to_dict(), "params": self.params_, "best_iteration": self.best_iteration_,
+            "metadata": self.metadata_,
+        }, default=_plain))  # key order kept: the funnel config's dict order is its feature columns' order
+        return paths
+
+    @classmethod
+    def load(cls, booster: str | Path, model: str | Path) -> TargetModel:
+        """The model :meth:`save` wrote. Raises ``ValueError`` (a format or content problem) or
+        ``OSError``; nothing in the files is executed."""
+        data = json.loads(Path(model).read_text())
+        if data.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{Path(model).name} is not a funnelcast model of format {MODEL_FORMAT} "
+                             f"(format {data.get('format')!r})")
+        try:
+            booster_ = lgb.Booster(model_file=str(booster))
+        except lgb.basic.LightGBMError as exc:
+            raise ValueError(f"{Path(booster).name} is not a LightGBM model: {exc}") from None
+        return cls(target=data["target"], input_=ModelInput.from_dict(data["input"]), booster_=booster_,
+                   calibrator_=Calibrator.from_dict(data["calibrator"]), params_=data["params"],
+                   best_iteration_=int(data["best_iteration"]), metadata_=data["metadata"])
+
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "n_estimators": 2000,
@@ -129,6 +189,13 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "reg_lambda": 1.0,
     "max_bin": 255,
 }
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (LightGBM parameters, metadata) as plain JSON numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot save {type(value).__name__} in a model file")
 
 
 def training_threads(threads: int = 0) -> int | None:

@@ -1,6 +1,7 @@
 """Every MLflow call funnelcast makes: tracking store, runs, metrics, artifacts, models and the registry.
 
-Nothing else imports MLflow. The default store is embedded and local — a SQLite database and an
+Nothing else imports MLflow but ``training/mlflow_model.py``, the code MLflow itself runs to load a
+registered model (funnelcast reads its models here, without running it). The default store is embedded and local — a SQLite database and an
 artifact folder under one directory (``mlruns/`` unless told otherwise) — so nothing needs
 starting; ``MLFLOW_TRACKING_URI`` (or ``--tracking-uri``) points it at a real tracking server.
 Registered models are named ``<prefix>-convert`` and ``<prefix>-churn`` and carry the aliases
@@ -10,6 +11,7 @@ Registered models are named ``<prefix>-convert`` and ``<prefix>-churn`` and carr
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -20,10 +22,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
-import numpy as np
 import pandas as pd
 
-from funnelcast.features.model_input import ModelInput, SchemaError
 from funnelcast.features.targets import TARGETS
 from funnelcast.training.errors import TrackingError
 from funnelcast.training.model import TargetModel
@@ -118,28 +118,6 @@ def log_artifact(path: str | Path, folder: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path=folder)
 
 
-class FunnelcastModel(mlflow.pyfunc.PythonModel):
-    """A funnelcast :class:`~funnelcast.training.model.TargetModel` as an MLflow pyfunc.
-
-    Input: a frame as :func:`funnelcast.features.snapshots.build_features` (or ``Project.features``)
-    makes it — the model input's columns (category attributes as categoricals or text), plus the
-    target's ``<target>_eligible`` column. Output: the calibrated probability per row, NaN where the
-    target does not apply (the rows the scorer leaves without a probability too).
-    """
-
-    def __init__(self, model: TargetModel) -> None:
-        self.model = model
-
-    def predict(self, context, model_input, params=None):  # noqa: ARG002 - MLflow's signature
-        """Calibrated probabilities of the rows of ``model_input``; NaN where ``<target>_eligible`` is false."""
-        eligible = TARGETS[self.model.target].eligible_column
-        if eligible not in model_input.columns:
-            raise SchemaError(f"the input lacks the column {eligible!r} (whether the {self.model.target} target applies "
-                              "to each row); build features with funnelcast.features.snapshots.build_features")
-        p = self.model.predict_proba(model_input)
-        return np.where(model_input[eligible].to_numpy(dtype=bool), p, np.nan)
-
-
 def signature_frame(model: TargetModel, rows: pd.DataFrame) -> pd.DataFrame:
     """A few rows of a feature frame as the MLflow model takes them: its columns and the eligibility column."""
     eligible = TARGETS[model.target].eligible_column
@@ -163,12 +141,22 @@ class RegisteredVersion:
     model_uri: str
 
 
+ARTIFACT_HASHES = "funnelcast.artifact_sha256"
+"""Model-version tag: JSON of every file of the logged model (path inside it -> SHA-256)."""
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+
+
 def log_model(model: TargetModel, example: pd.DataFrame, registered_name: str,
               tags: dict[str, Any] | None = None) -> RegisteredVersion:
-    """Log ``model`` as an MLflow pyfunc model with signature and input example, and register it.
+    """Log ``model`` as an MLflow pyfunc with signature and input example, register it, and record the
+    SHA-256 of every file of the logged model with the version (checked by :func:`load_model`).
 
-    The signature types category attributes as ``Any`` (a categorical or a text column both pass
-    MLflow's schema check) and requires the target's eligibility column."""
+    No pickle: the artifacts are LightGBM's text model and JSON (:meth:`TargetModel.save`), read by the
+    models-from-code entry point ``training/mlflow_model.py``. The signature types category attributes
+    as ``Any`` (a categorical or a text column both pass MLflow's schema check) and requires the
+    target's eligibility column."""
+    import tempfile
+
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
@@ -179,30 +167,61 @@ def log_model(model: TargetModel, example: pd.DataFrame, registered_name: str,
     inputs = Schema([ColSpec(AnyType() if c in model.categories_ else "double", c) for c in model.feature_names_]
                     + [ColSpec("boolean", eligible)])
     signature = ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double")]))
-    pyfunc = FunnelcastModel(model)
-    info = mlflow.pyfunc.log_model(
-        name="model", python_model=pyfunc, signature=signature, input_example=example,
-        registered_model_name=registered_name, pip_requirements=_requirements(),
-    )
+    with tempfile.TemporaryDirectory(prefix="funnelcast-model-") as folder:
+        files = model.save(folder)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(MODEL_CODE), artifacts={k: str(v) for k, v in files.items()},
+            signature=signature, input_example=example, registered_model_name=registered_name,
+            pip_requirements=_requirements(),
+        )
     version = str(info.registered_model_version)
-    set_version_tags(registered_name, version, tags or {})
+    hashes = _file_hashes(_model_folder(registered_name, version))
+    set_version_tags(registered_name, version, {**(tags or {}), ARTIFACT_HASHES: json.dumps(hashes, sort_keys=True)})
     return RegisteredVersion(name=registered_name, version=version, model_uri=f"models:/{registered_name}/{version}")
 
 
+def _model_folder(registered_name: str, version: str) -> Path:
+    """A local folder holding the version's files (the store's own folder where it is local)."""
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registered_name}/{version}"))
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below ``folder``, by its path inside it."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def load_model(registered_name: str, alias: str = CHAMPION) -> tuple[str, TargetModel]:
-    """(version, model) behind ``alias``; :class:`RegistryError` naming the store and model if there is
-    none, or if it was saved by a funnelcast without an input contract (retrain it)."""
+    """(version, model) behind ``alias``, read from its LightGBM text and JSON files after checking
+    every file's SHA-256 against the one recorded when the version was logged. Nothing stored is
+    executed. :class:`RegistryError` names the store, model and file when there is no such version, an
+    artifact is missing or differs, or a file cannot be read."""
     version = alias_version(registered_name, alias)
+    where = f"{registered_name} version {version} in the registry at {_redact_uri(mlflow.get_tracking_uri())}"
     if version is None:
         raise RegistryError(
-            f"no model {registered_name!r} with alias {alias!r} in the registry at {mlflow.get_tracking_uri()}; "
-            "train one with `funnelcast train`"
+            f"no model {registered_name!r} with alias {alias!r} in the registry at "
+            f"{_redact_uri(mlflow.get_tracking_uri())}; train one with `funnelcast train`"
         )
-    loaded = mlflow.pyfunc.load_model(f"models:/{registered_name}/{version}")
-    model = loaded.unwrap_python_model().model
-    if not isinstance(getattr(model, "input_", None), ModelInput):
-        raise RegistryError(f"{registered_name} version {version} in {mlflow.get_tracking_uri()} was saved by an older "
-                            "funnelcast, without its input contract; retrain it (`funnelcast train --force`)")
+    recorded = version_info(registered_name, version).get(ARTIFACT_HASHES)
+    if recorded is None:
+        raise RegistryError(f"{where} was saved by an older funnelcast (a pickled model, without recorded artifact "
+                            "hashes); funnelcast does not load it. Retrain (`funnelcast train --force`)")
+    try:
+        folder = _model_folder(registered_name, version)
+        expected = json.loads(recorded)
+        for name, digest in sorted(expected.items()):
+            path = folder / name
+            if not path.is_file():
+                raise RegistryError(f"{where}: the artifact {name!r} is missing from {folder}")
+            if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                raise RegistryError(f"{where}: the artifact {name!r} differs from the one logged (its SHA-256 changed); "
+                                    "refusing to load it. Retrain, or restore the artifact")
+        model = TargetModel.load(folder / "artifacts" / TargetModel.BOOSTER_FILE, folder / "artifacts" / TargetModel.MODEL_FILE)
+    except RegistryError:
+        raise
+    except (mlflow.exceptions.MlflowException, OSError, ValueError, KeyError) as exc:
+        raise RegistryError(f"{where} cannot be read: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     return version, model
 
 
@@ -231,6 +250,12 @@ def version_info(registered_name: str, version: str) -> dict[str, Any]:
     mv = mlflow.MlflowClient().get_model_version(registered_name, version)
     return {"name": registered_name, "version": str(mv.version), "aliases": list(mv.aliases),
             "registered_at": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").isoformat(), **dict(mv.tags)}
+
+
+def _redact_uri(uri: str) -> str:
+    from funnelcast.features.events import _redact
+
+    return _redact(uri)
 
 
 def tracking_uri() -> str:
