@@ -163,9 +163,13 @@ def _read_sql(source: SqlSource) -> pd.DataFrame:
     import sqlalchemy as sa
 
     try:
-        engine = sa.create_engine(source.url)
+        url = sa.engine.make_url(source.url)
+        engine = sa.create_engine(url)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise EventDataError(f"{source}: not a usable database URL: {exc}") from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not Path(url.database).is_file():
+        # SQLite would create an empty database file to read from: reading never creates a store.
+        raise EventDataError(f"{source}: no such database file {url.database}")
     try:
         with engine.connect() as conn:
             if source.table is not None:

@@ -511,7 +511,7 @@ def serve_cmd(
         raise UserError(f"--insecure on --host {host}, which other machines can reach: anyone there could read every "
                         "customer's scores. Set FUNNELCAST_API_KEY, serve on 127.0.0.1, or pass --allow-insecure-remote "
                         "as well to say that this is meant")
-    uri = resolve_uri(tracking_uri, mlflow_dir)[0]
+    uri = resolve_uri(tracking_uri, mlflow_dir, create=False)[0]
     project = _project(config, uri)
     scorer = project.scorer()  # refuses to start, naming the store and model, without champions
     # The sources are read and validated here, before the server starts: a bad one is a paragraph and exit 2,

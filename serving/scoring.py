@@ -188,7 +188,7 @@ class Scorer:
         """
         from funnelcast.training import tracking
 
-        tracking.connect(tracking_uri, home)
+        tracking.connect(tracking_uri, home, create=False)
         base = config or load_config()
         models, versions, names = {}, {}, {}
         for target in base.training.targets:

@@ -372,7 +372,10 @@ def test_batch_score_and_outreach_commands_write_tables(served_models, small_sim
 
 
 def test_score_without_champions_names_the_store_and_model(tmp_path, small_sim, served_models):
+    from funnelcast.training import tracking
+
     _, sim_dir, _ = served_models
+    tracking.connect(home=tmp_path / "empty")  # a store that exists, with no model in it
     run = _cli("score", "--events", str(sim_dir / "events.parquet"), "--out", str(tmp_path / "x.parquet"),
                "--mlflow-dir", str(tmp_path / "empty"))
     assert run.returncode == 2
@@ -390,3 +393,31 @@ def test_a_model_is_only_served_with_its_own_column_order(scorer):
     raw["event_groups"] = dict(reversed(list(raw["event_groups"].items())))
     with pytest.raises(ModelMismatchError):
         Scorer(scorer.models, scorer.versions, FunnelConfig.model_validate(raw))
+
+
+def test_reading_commands_create_no_store_and_no_database(tmp_path, served_models):
+    """A mistyped store or SQL source is refused, naming it, and nothing is created on the way."""
+    _, sim_dir, _ = served_models
+    for option, where in (("--tracking-uri", f"sqlite:///{tmp_path}/no/such/dir/mlflow.db"),
+                          ("--mlflow-dir", str(tmp_path / "missing-home"))):
+        run = _cli("score", "--events", str(sim_dir / "events.parquet"), "--out", str(tmp_path / "x.parquet"), option, where)
+        assert run.returncode == 2 and "there is no MLflow store at" in run.stderr and "Traceback" not in run.stderr
+    run = _cli("check", "--events", f"sqlite:///{tmp_path}/missing.db#events")
+    assert run.returncode == 2 and "no such database file" in run.stderr, run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated"])
+def test_a_damaged_tracking_database_is_one_paragraph(tmp_path, served_models, damage):
+    import shutil
+
+    home, sim_dir, _ = served_models
+    copy = tmp_path / "mlruns"
+    shutil.copytree(home, copy)
+    db = copy / "mlflow.db"
+    data = db.read_bytes()
+    db.write_bytes(bytes(range(256)) * 80 if damage == "corrupt" else data[: len(data) // 3])
+    run = _cli("score", "--events", str(sim_dir / "events.parquet"), "--out", str(tmp_path / "x.parquet"),
+               "--mlflow-dir", str(copy))
+    assert run.returncode == 2 and "bad tracking store" in run.stderr and str(db) in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr

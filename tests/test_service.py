@@ -494,8 +494,11 @@ def test_serve_refuses_to_start_without_an_api_key(served_models, small_sim):
 
 
 def test_serve_refuses_to_start_without_champions(served_models, small_sim, tmp_path):
+    from funnelcast.training import tracking
+
     _, sim_dir, _ = served_models
-    empty = tmp_path  # an empty MLflow home: the store gets created, but holds no champions
+    empty = tmp_path  # an MLflow home whose store exists but holds no champions
+    tracking.connect(home=empty)
     code, out, err = _run_to_exit(_serve_args(empty, sim_dir, small_sim.end, _free_port()),
                                   _clean_env(FUNNELCAST_API_KEY=KEY))
     assert code == 2, (code, out, err)

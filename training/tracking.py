@@ -38,25 +38,55 @@ class RegistryError(TrackingError):
     """The registry cannot give what was asked (no champion, an unreadable model)."""
 
 
-def resolve_uri(tracking_uri: str | None = None, home: str | Path | None = None) -> tuple[str, Path | None]:
+def resolve_uri(tracking_uri: str | None = None, home: str | Path | None = None,
+                create: bool = True) -> tuple[str, Path | None]:
     """(tracking URI, local artifact folder or None). An explicit URI, else an explicit ``home`` (a
     SQLite store at ``<home>/mlflow.db`` with artifacts in ``<home>/artifacts``), else
-    ``MLFLOW_TRACKING_URI``, else the default home ``mlruns/``."""
+    ``MLFLOW_TRACKING_URI``, else the default home ``mlruns/``. The home folder is made only if
+    ``create``."""
     uri = tracking_uri or (None if home is not None else os.environ.get("MLFLOW_TRACKING_URI"))
     if uri:
         return uri, None
     folder = Path(home) if home is not None else DEFAULT_HOME
     folder = folder.resolve()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TrackingError(f"the embedded MLflow store cannot be made in {folder}: {exc}") from None
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(f"the embedded MLflow store cannot be made in {folder}: {exc}") from None
     return f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts"
 
 
-def connect(tracking_uri: str | None = None, home: str | Path | None = None, experiment: str = EXPERIMENT) -> str:
-    """Point MLflow at the store and make sure the experiment exists; returns the tracking URI."""
-    uri, artifacts = resolve_uri(tracking_uri, home)
+def _store_problem(uri: str) -> str | None:
+    """Why a SQLite store cannot be read without being created, or None (another kind of store, or there)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(uri)
+    except ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    if not Path(url.database).is_file():
+        return f"there is no MLflow store at {url.database} (nothing trained there yet; check the path, or train first)"
+    return None
+
+
+def connect(tracking_uri: str | None = None, home: str | Path | None = None, experiment: str = EXPERIMENT,
+            create: bool = True) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns the tracking URI.
+
+    ``create=False`` (scoring, serving: reading a registry) makes nothing: a SQLite store that does not
+    exist is a :class:`TrackingError`, not a new empty database. A store that cannot be read (a
+    corrupt or truncated database, an unreachable server) is a :class:`TrackingError` naming it.
+    """
+    import sqlalchemy.exc
+
+    uri, artifacts = resolve_uri(tracking_uri, home, create=create)
+    shown = _redact_uri(uri)
+    if not create and (problem := _store_problem(uri)) is not None:
+        raise TrackingError(f"the MLflow tracking store {shown} cannot be read: {problem}")
     user_env = os.environ.get("MLFLOW_TRACKING_URI")
     try:
         mlflow.set_tracking_uri(uri)
@@ -67,12 +97,20 @@ def connect(tracking_uri: str | None = None, home: str | Path | None = None, exp
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = user_env
-        if mlflow.get_experiment_by_name(experiment) is None:
-            mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri() if artifacts else None)
-        mlflow.set_experiment(experiment)
-    except mlflow.exceptions.MlflowException as exc:
-        raise TrackingError(f"the MLflow tracking store at {uri} is not usable: {exc}") from None
+        if create:
+            if mlflow.get_experiment_by_name(experiment) is None:
+                mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri() if artifacts else None)
+            mlflow.set_experiment(experiment)
+        else:
+            mlflow.MlflowClient().search_registered_models(max_results=1)  # reads the store: is it one?
+    except (mlflow.exceptions.MlflowException, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        raise TrackingError(f"the MLflow tracking store {shown} is not usable: {_first_line(exc)}") from None
     return uri
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -226,11 +264,20 @@ def load_model(registered_name: str, alias: str = CHAMPION) -> tuple[str, Target
 
 
 def alias_version(registered_name: str, alias: str) -> str | None:
-    """The version behind ``alias``, or None when the model or the alias does not exist."""
+    """The version behind ``alias``, or None when the model or the alias does not exist; a store that
+    cannot be read is a :class:`TrackingError`."""
+    import sqlalchemy.exc
+
     try:
         return str(mlflow.MlflowClient().get_model_version_by_alias(registered_name, alias).version)
-    except mlflow.exceptions.MlflowException:
-        return None
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise TrackingError(f"the MLflow tracking store {_redact_uri(mlflow.get_tracking_uri())} is not usable: "
+                            f"{_first_line(exc)}") from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise TrackingError(f"the MLflow tracking store {_redact_uri(mlflow.get_tracking_uri())} is not usable: "
+                            f"{_first_line(exc)}") from None
 
 
 def set_alias(registered_name: str, alias: str, version: str) -> None:
