@@ -17,6 +17,11 @@ class FunnelcastError(Exception):
 
     kind = "input"
 
+    @property
+    def headline(self) -> str:
+        """What the CLI says before the message: ``bad input``, ``bad config``, ``delivery failed``..."""
+        return f"bad {self.kind}"
+
 
 class EventDataError(FunnelcastError, ValueError):
     """Input data that breaks the event contract; the message names source, column, rows and values."""

@@ -112,11 +112,19 @@ class SqlSource:
 
     def __str__(self) -> str:
         what = f"table {self.table}" if self.table else f"query {self.query!r}"
-        return f"{_redact(self.url)} ({what})"
+        return f"{redact_url(self.url)} ({what})"
 
 
-def _redact(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", url)
+_SECRET_QUERY = re.compile(
+    r"([?&;](?:password|passwd|pwd|pass|token|access_token|auth|api_key|apikey|key|secret|signature|sig|sslpassword)=)"
+    r"[^&;#]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit to print: its password (``user:***@``) and the values of query parameters that carry
+    secrets (``?password=***``, ``token``, ``api_key``, ``signature``...) are hidden."""
+    return _SECRET_QUERY.sub(r"\1***", re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", url))
+
 
 
 def parse_source(spec: str | Path | SqlSource) -> Path | SqlSource:
@@ -132,7 +140,7 @@ def parse_source(spec: str | Path | SqlSource) -> Path | SqlSource:
         url, _, frag = spec.partition("#")
         if not frag:
             raise EventDataError(
-                f"SQL source {_redact(url)!r} names no table or query; append '#TABLE', '#table=TABLE' or '#query=SELECT ...'"
+                f"SQL source {redact_url(url)!r} names no table or query; append '#TABLE', '#table=TABLE' or '#query=SELECT ...'"
             )
         if frag.startswith("query="):
             return SqlSource(url, query=frag[len("query="):])

@@ -61,7 +61,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except FunnelcastError as exc:
             command = fn.__name__.replace("_cmd", "").replace("_", "-")
-            err.print(f"[bold red]funnelcast {command}: bad {exc.kind}.[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]funnelcast {command}: {exc.headline}.[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper
@@ -415,6 +415,20 @@ def _customer_base(events: str, customers: str | None, as_of: str | None, config
     return base
 
 
+def _resumed_as_of(as_of: str | None, destination: str, what: str, state_dir: Path | None) -> str | None:
+    """``--as-of``, else the instant of an unfinished webhook delivery to ``destination`` (a resume must
+    score the same rows to send none twice), else None (now)."""
+    from funnelcast.serving.sinks import pending_delivery
+
+    if as_of is not None:
+        return as_of
+    pending = pending_delivery(destination, what, state_dir)
+    if pending is not None:
+        out.print(f"resuming the unfinished delivery of {what} scored as of {pending} (pass --as-of to choose)",
+                  highlight=False)
+    return pending
+
+
 def _sink(frame, destination: str, what: str, state_dir: Path | None) -> None:
     from funnelcast.serving.sinks import write_table
 
@@ -454,6 +468,7 @@ def score_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Score every customer with the champion models and write a table a CRM can import."""
+    as_of = _resumed_as_of(as_of, out_path, "scores", state_dir)
     table = _customer_base(events, customers, as_of, config, tracking_uri, mlflow_dir, reasons=True).table
     counts = table["status"].value_counts().to_dict()
     tiers = table["risk_tier"].value_counts().to_dict()
@@ -479,6 +494,7 @@ def outreach_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """The customers to contact first, by expected value at risk, with reasons; written like scores."""
+    as_of = _resumed_as_of(as_of, out_path, "outreach", state_dir)
     base = _customer_base(events, customers, as_of, config, tracking_uri, mlflow_dir, reasons=False)
     ranked, _ = base.outreach(top, stage, segment)
     _print_outreach(ranked)
@@ -500,7 +516,7 @@ def serve_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Start the scoring service (BentoML): /score, /score_events, /outreach, /model_info."""
-    from funnelcast.features.events import _redact
+    from funnelcast.features.events import redact_url
     from funnelcast.serving.scoring import iso_utc
     from funnelcast.training.tracking import resolve_uri
 
@@ -527,7 +543,7 @@ def serve_cmd(
             env[name] = value
     env.setdefault("FUNNELCAST_THREADS", "1")
     del data
-    out.print(f"serving on http://{host}:{port} (models from {_redact(uri)}, population as of {pinned}); "
+    out.print(f"serving on http://{host}:{port} (models from {redact_url(uri)}, population as of {pinned}); "
               f"API docs at http://{host}:{port}/docs.json", highlight=False)
     sys.stdout.flush()
     # BentoML puts its --working-dir, and `python -m` the current directory, first on sys.path before it

@@ -39,6 +39,7 @@ from pydantic_core import to_json
 from starlette.responses import Response
 
 from funnelcast.features.errors import FunnelcastError
+from funnelcast.features.events import redact_url
 from funnelcast.serving.scoring import iso_utc
 
 MAX_IDS = 1000
@@ -308,7 +309,7 @@ class Funnelcast:
         for target, version in self.scorer.versions.items():
             info = tracking.version_info(self.scorer.names[target], version)
             models[target] = {k: v for k, v in info.items() if k != "input_hash"}
-        return {"models": models, "tracking_uri": tracking.tracking_uri(), "funnel": self.scorer.config.name,
+        return {"models": models, "tracking_uri": redact_url(tracking.tracking_uri()), "funnel": self.scorer.config.name,
                 "config_data_hash": self.scorer.config.data_hash(), "population_as_of": iso_utc(self.as_of),
                 "population": {"customers": self.source["customers"], "scored_for_churn": len(self.base.population.sorted_risk)},
                 "event_source": self.source["events"]}

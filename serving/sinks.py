@@ -33,10 +33,12 @@ Credentials never appear in a message: URLs are shown redacted and header values
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import re
+from urllib.parse import quote, unquote
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -47,7 +49,7 @@ import pandas as pd
 import tenacity
 
 from funnelcast.features.errors import FunnelcastError
-from funnelcast.features.events import EventDataError, SqlSource, _redact, parse_source
+from funnelcast.features.events import EventDataError, SqlSource, parse_source, redact_url
 
 DEFAULT_STATE_DIR = Path(".funnelcast") / "webhook-state"
 WEBHOOK_TOKEN_ENV = "FUNNELCAST_WEBHOOK_TOKEN"
@@ -64,6 +66,16 @@ class SinkError(FunnelcastError, ValueError):
     """A destination that cannot take the rows; the message names it (credentials redacted) and why."""
 
     kind = "destination"
+
+
+class DeliveryError(SinkError):
+    """A webhook receiver that did not take the rows (refused, failing, unreachable): a delivery failure."""
+
+    kind = "delivery"
+
+    @property
+    def headline(self) -> str:
+        return "delivery failed"
 
 
 @dataclass(frozen=True)
@@ -114,7 +126,13 @@ def write_table(
             raise SinkError(f"batch_rows and max_attempts must be at least 1, got {batch_rows} and {max_attempts}")
         headers = dict(headers or {})
         token = os.environ.get(WEBHOOK_TOKEN_ENV, "").strip()
-        if token and not any(k.lower() == "authorization" for k in headers):
+        given = any(k.lower() == "authorization" for k in headers)
+        if re.match(r"^https?://[^/@]+@", spec, flags=re.IGNORECASE) and (token or given):
+            raise SinkError(
+                f"{_display(spec)}: the URL carries credentials and "
+                f"{'an Authorization header' if given else '$' + WEBHOOK_TOKEN_ENV} is set too; say which to send: "
+                "drop the credentials from the URL, or unset the token")
+        if token and not given:
             headers["Authorization"] = f"Bearer {token}"
         return _write_webhook(
             frame, spec, what=what, batch_rows=batch_rows, state_dir=Path(state_dir or DEFAULT_STATE_DIR),
@@ -248,11 +266,21 @@ def _write_webhook(
         raise SinkError(f"{destination}: not a usable webhook URL: {scrub(str(exc))}") from None
     rows = _json_rows(frame, destination)
     batches = [rows[i:i + batch_rows] for i in range(0, len(rows), batch_rows)]
-    # _redact keeps everything but a password, so two endpoints never share a state file.
-    state_name = hashlib.sha256(f"{_redact(url)}\n{what}".encode()).hexdigest()[:32]
-    state_file = state_dir / f"{state_name}.jsonl"
-    delivered = _delivered_keys(state_file)
-    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file = _state_file(url, what, state_dir)
+    records = _delivered(state_file)
+    delivered = {r["key"] for r in records}
+    as_of = _as_of(frame)
+    unfinished = _unfinished_as_of(records)
+    if unfinished is not None and as_of is not None and unfinished != as_of:
+        raise SinkError(
+            f"{destination}: a delivery of these {what} scored as of {unfinished} is unfinished ({state_file}), and "
+            f"this run's rows are scored as of {as_of}: their Idempotency-Keys differ, so resuming would send rows "
+            f"again under new keys. Re-run with --as-of {unfinished} to resume it, or delete the state file to "
+            "start a new delivery")
+    try:
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinkError(f"{destination}: the delivery state cannot be kept in {state_file.parent}: {exc}") from None
 
     retries = 0
 
@@ -295,21 +323,22 @@ def _write_webhook(
                     response = retrying(post, body.encode("utf-8"), key)
                 except (_RetryableStatus, *_TRANSIENT_ERRORS) as exc:
                     last = str(exc) if isinstance(exc, _RetryableStatus) else f"{type(exc).__name__}: {exc}"
-                    raise SinkError(
+                    raise DeliveryError(
                         f"{where} failed after {max_attempts} attempts; last error: {scrub(last)}. "
                         f"{sent + skipped} of {len(batches)} batches are delivered (recorded in {state_file}); "
                         "re-running the same command resumes without resending delivered batches"
                     ) from None
                 except httpx.HTTPError as exc:
-                    raise SinkError(f"{where} could not be sent: {type(exc).__name__}: {scrub(str(exc))}") from None
+                    raise DeliveryError(f"{where} could not be sent: {type(exc).__name__}: {scrub(str(exc))}") from None
                 if not response.is_success:
-                    raise SinkError(
+                    raise DeliveryError(
                         f"{where} was refused with HTTP {response.status_code}, not retried: "
                         f"{scrub(response.text[:200])!r}. {sent + skipped} earlier batches are delivered "
                         f"(recorded in {state_file}); fix the cause and re-run to resume"
                     )
                 # Recorded before moving on, so a crash later never causes this batch to be resent.
-                state.write(json.dumps({"batch": number, "key": key, "rows": len(batch)}) + "\n")
+                state.write(json.dumps({"batch": number, "batches": len(batches), "key": key, "rows": len(batch),
+                                        "as_of": as_of}) + "\n")
                 state.flush()
                 os.fsync(state.fileno())
                 sent += 1
@@ -328,24 +357,65 @@ def _json_rows(frame: pd.DataFrame, destination: str) -> list[dict[str, Any]]:
     return json.loads(text)
 
 
-def _delivered_keys(state_file: Path) -> set[str]:
-    """Keys of batches acknowledged by earlier runs; a line torn by a crash is ignored."""
+def _state_file(url: str, what: str, state_dir: Path) -> Path:
+    # Named by the URL without its password (which is never hashed into a file name), so two endpoints
+    # never share a state file.
+    named = re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", url)
+    digest = hashlib.sha256(f"{named}\n{what}".encode()).hexdigest()
+    return Path(state_dir) / f"{digest[:32]}.jsonl"
+
+
+def _delivered(state_file: Path) -> list[dict[str, Any]]:
+    """Records of batches acknowledged by earlier runs; a line torn by a crash is ignored."""
     if not state_file.exists():
-        return set()
-    keys = set()
+        return []
+    records = []
     for line in state_file.read_text(encoding="utf-8").splitlines():
         try:
-            keys.add(json.loads(line)["key"])
-        except (ValueError, KeyError, TypeError):
+            record = json.loads(line)
+            if isinstance(record, dict) and "key" in record:
+                records.append(record)
+        except ValueError:
             continue
-    return keys
+    return records
+
+
+def _as_of(frame: pd.DataFrame) -> str | None:
+    """The one as-of instant of a scores table (ISO UTC), or None for a table without one."""
+    if "as_of" not in frame.columns or frame.empty:
+        return None
+    values = pd.to_datetime(frame["as_of"], utc=True).unique()
+    return pd.Timestamp(values[0]).isoformat() if len(values) == 1 else None
+
+
+def _unfinished_as_of(records: list[dict[str, Any]]) -> str | None:
+    """The as-of instant of the latest delivery that has not sent every batch, or None."""
+    by_as_of: dict[str | None, set[int]] = {}
+    totals: dict[str | None, int] = {}
+    for r in records:
+        by_as_of.setdefault(r.get("as_of"), set()).add(r.get("batch"))
+        totals[r.get("as_of")] = r.get("batches", 0)
+    latest = records[-1].get("as_of") if records else None
+    if latest is not None and len(by_as_of[latest]) < totals.get(latest, 0):
+        return latest
+    return None
+
+
+def pending_delivery(out: str, what: str, state_dir: str | Path | None = None) -> str | None:
+    """The as-of instant (ISO UTC) of an unfinished webhook delivery of ``what`` to ``out``, or None.
+
+    A re-run that scores as of that instant resends nothing already delivered; ``funnelcast score`` and
+    ``outreach`` resume with it when no ``--as-of`` is given."""
+    if not str(out).lower().startswith(("http://", "https://")):
+        return None
+    return _unfinished_as_of(_delivered(_state_file(str(out), what, Path(state_dir or DEFAULT_STATE_DIR))))
 
 
 # ---- keeping secrets out of messages -----------------------------------------------------------
 
 def _display(url: str) -> str:
     """A URL fit to print: no password, no webhook user (often an API key), no query values."""
-    shown = re.sub(r"^(https?://)[^/@]+@", r"\1***@", _redact(url), flags=re.IGNORECASE)
+    shown = re.sub(r"^(https?://)[^/@]+@", r"\1***@", redact_url(url), flags=re.IGNORECASE)
     base, sep, query = shown.partition("?")
     if not sep:
         return shown
@@ -362,8 +432,14 @@ def _scrubber(url: str, headers: dict[str, str]) -> Callable[[str], str]:
     if userinfo:  # a webhook's user is often an API key; a database user name is not a secret
         user, _, password = userinfo.group(2).partition(":")
         secrets += [password, user] if userinfo.group(1).lower() in ("http", "https") else [password]
+        # The forms they travel in: percent-decoded, and HTTP Basic's base64 of "user:password".
+        plain_user, plain_password = unquote(user), unquote(password)
+        secrets += [plain_user, plain_password,
+                    base64.b64encode(f"{plain_user}:{plain_password}".encode()).decode(),
+                    base64.b64encode(userinfo.group(2).encode()).decode()]
     for value in headers.values():
         secrets += [value, *value.split()[-1:]]
+    secrets += [quote(s, safe="") for s in secrets]
     secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
     shown = _display(url)
 

@@ -421,3 +421,45 @@ def test_a_damaged_tracking_database_is_one_paragraph(tmp_path, served_models, d
                "--mlflow-dir", str(copy))
     assert run.returncode == 2 and "bad tracking store" in run.stderr and str(db) in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_failed_webhook_delivery_is_resumed_at_its_own_as_of_without_resending(served_models, tmp_path):
+    """funnelcast score to a webhook, no --as-of: the first run fails half-way (a delivery failure, not bad
+    input); the re-run scores as of the same instant by itself and sends only what is missing."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    home, sim_dir, _ = served_models
+    seen: list[tuple[int, str]] = []
+    state = {"fail_from": 3}
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status = 503 if state["fail_from"] and body["batch"] >= state["fail_from"] else 200
+            seen.append((body["batch"], self.headers["Idempotency-Key"]))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        args = ("score", "--events", str(sim_dir / "events.parquet"), "--customers", str(sim_dir / "customers.parquet"),
+                "--out", url, "--state-dir", str(tmp_path / "state"), "--mlflow-dir", str(home))
+        first = _cli(*args)
+        assert first.returncode == 2 and "delivery failed" in first.stderr and "bad input" not in first.stderr
+        delivered = {key for batch, key in seen if batch < 3}
+        state["fail_from"] = 0
+        seen.clear()
+        second = _cli(*args)
+        assert second.returncode == 0, second.stderr
+        assert "resuming the unfinished delivery of scores scored as of" in second.stdout
+        assert "2 already delivered by an earlier run" in second.stdout
+        assert not delivered & {key for _, key in seen}  # nothing delivered was sent again
+    finally:
+        server.shutdown()

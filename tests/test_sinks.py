@@ -348,3 +348,65 @@ def test_webhook_headers_reach_the_receiver_and_secrets_stay_out_of_errors(recei
     with pytest.raises(SinkError, match="ConnectError") as caught:
         send(scores(10), receiver, tmp_path, url=f"http://user:{SECRET}@127.0.0.1:1/hook?token={SECRET}", max_attempts=2)
     assert SECRET not in str(caught.value)
+
+
+# ---- issue 21: credentials in every form, delivery failures, resumes at the same as-of -------------
+
+def test_basic_credentials_in_the_url_never_reach_a_message_in_any_encoding(receiver: Receiver, tmp_path: Path) -> None:
+    """The receiver echoes the Authorization header httpx builds from user:password@ (base64): hidden too."""
+    import base64
+
+    from funnelcast.serving.sinks import DeliveryError
+
+    receiver.script = {1: [400]}
+    url = receiver.url.replace("http://", "http://alice:p%40ss-w0rd@")
+    with pytest.raises(DeliveryError) as caught:
+        send(scores(), receiver, tmp_path, url=url)
+    message = str(caught.value)
+    assert "Basic" in message  # the echo is there, its value is not
+    for secret in ("p@ss-w0rd", "p%40ss-w0rd", base64.b64encode(b"alice:p@ss-w0rd").decode(), "alice"):
+        assert secret not in message, (secret, message)
+    assert caught.value.headline == "delivery failed"
+
+
+def test_credentials_in_the_url_and_a_token_are_refused_as_ambiguous(receiver: Receiver, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FUNNELCAST_WEBHOOK_TOKEN", "t0ken-value")
+    url = receiver.url.replace("http://", "http://alice:secret@")
+    with pytest.raises(SinkError, match="carries credentials and \\$FUNNELCAST_WEBHOOK_TOKEN is set too") as caught:
+        send(scores(), receiver, tmp_path, url=url)
+    assert "secret" not in str(caught.value) and "t0ken-value" not in str(caught.value)
+    assert not receiver.requests
+
+
+def test_redacted_urls_hide_passwords_and_secret_query_values() -> None:
+    from funnelcast.features.events import redact_url
+
+    assert redact_url("postgresql+psycopg://crm:hunter2@db:5432/crm") == "postgresql+psycopg://crm:***@db:5432/crm"
+    shown = redact_url("https://mlflow.example.com/api?token=abc123&page=2&api_key=k&signature=s")
+    assert shown == "https://mlflow.example.com/api?token=***&page=2&api_key=***&signature=***"
+    assert redact_url("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
+def test_a_resume_must_score_as_of_the_same_instant(receiver: Receiver, tmp_path: Path) -> None:
+    """A failed delivery is resumed only by rows scored at its as-of instant (which funnelcast score reuses
+    by itself); rows of another instant would resend everything under new keys, and are refused."""
+    from funnelcast.serving.sinks import DeliveryError, pending_delivery
+
+    def at(instant: str) -> pd.DataFrame:
+        return scores().assign(as_of=pd.Timestamp(instant), churn_score=np.linspace(0, 1, 2345) + len(instant))
+
+    first = at("2024-05-01T10:00:00Z")
+    receiver.down_from = 3
+    with pytest.raises(DeliveryError, match="batch 3 of 5 failed"):
+        send(first, receiver, tmp_path, max_attempts=2)
+    state = tmp_path / "state"
+    assert pending_delivery(receiver.url, "scores", state) == "2024-05-01T10:00:00+00:00"
+    with pytest.raises(SinkError, match=r"unfinished .* Re-run with --as-of 2024-05-01T10:00:00\+00:00 to resume"):
+        send(at("2024-05-02T09:30:00Z"), receiver, tmp_path)
+    receiver.down_from = None
+    report = send(first, receiver, tmp_path)
+    assert (report.batches_skipped, report.batches_sent) == (2, 3)
+    receiver.assert_each_row_once(first)
+    assert pending_delivery(receiver.url, "scores", state) is None  # finished: a new as-of starts a new delivery
+    assert send(at("2024-05-02T09:30:00Z"), receiver, tmp_path).batches_sent == 5

@@ -300,9 +300,9 @@ def version_info(registered_name: str, version: str) -> dict[str, Any]:
 
 
 def _redact_uri(uri: str) -> str:
-    from funnelcast.features.events import _redact
+    from funnelcast.features.events import redact_url
 
-    return _redact(uri)
+    return redact_url(uri)
 
 
 def tracking_uri() -> str:
