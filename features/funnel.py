@@ -81,6 +81,10 @@ class ReadinessConfig(_Strict):
     min_eligible: int = Field(500, ge=1)
     min_events_per_customer: int = Field(3, ge=1)
     max_share_sparse_customers: float = Field(0.5, ge=0, le=1)
+    min_share_matched: float = Field(
+        0.5, ge=0, le=1,
+        description="Warn when fewer of the customers table's ids have events, or of the events' ids are in the table.",
+    )
 
 
 class TrainingConfig(_Strict):

@@ -51,6 +51,8 @@ class ReadinessReport:
     targets: list[TargetReadiness]
     warnings: list[str]
     minimums: dict[str, Any]
+    matched: dict[str, Any] | None = None
+    """With a customers table: how its ids and the events' ids overlap, both ways."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (``funnelcast check --json``)."""
@@ -70,6 +72,7 @@ class ReadinessReport:
             },
             "warnings": self.warnings,
             "minimums": self.minimums,
+            "customers_matched": self.matched,
         }
 
 
@@ -99,6 +102,7 @@ def assess(
     never_seen = [t for t, n in type_counts.items() if n == 0]
     unmapped = {why: n for why, n in (summary.altered.items() if summary else []) if "mapped" in why}
     warnings = []
+    matched = None if customers is None else _matched(events, customers, rd.min_share_matched, warnings)
     if sparse_share > rd.max_share_sparse_customers:
         warnings.append(
             f"{sparse_share:.0%} of customers have fewer than {rd.min_events_per_customer} events "
@@ -106,7 +110,8 @@ def assess(
         )
     if n_events == 0:
         targets = [TargetReadiness(name, False, 0, 0, ["no events"]) for name in _target_names(config)]
-        return ReadinessReport(0, 0, None, None, 0.0, sparse_share, type_counts, never_seen, unmapped, targets, warnings, minimums)
+        return ReadinessReport(0, 0, None, None, 0.0, sparse_share, type_counts, never_seen, unmapped, targets, warnings, minimums,
+                               matched)
 
     first, last = events["timestamp"].min(), events["timestamp"].max()
     history = (last - first) / pd.Timedelta(days=1)
@@ -130,8 +135,29 @@ def assess(
             t.reasons.append("too many customers with too few events")
             t.ready = False
     return ReadinessReport(
-        n_events, n_customers, first, last, float(history), sparse_share, type_counts, never_seen, unmapped, targets, warnings, minimums
+        n_events, n_customers, first, last, float(history), sparse_share, type_counts, never_seen, unmapped, targets, warnings,
+        minimums, matched,
     )
+
+
+def _matched(events: pd.DataFrame, customers: pd.DataFrame, floor: float, warnings: list[str]) -> dict[str, Any]:
+    """How the customers table's ids and the events' ids overlap, both ways; a warning below ``floor``."""
+    in_events = pd.Index(events["customer_id"].astype(str).unique())
+    in_table = pd.Index(customers["customer_id"].astype(str))
+    both = len(in_table.intersection(in_events))
+    out = {
+        "customers_table_ids": len(in_table), "of_them_with_events": both,
+        "share_of_table_with_events": round(both / len(in_table), 4) if len(in_table) else None,
+        "event_customer_ids": len(in_events), "of_them_in_table": both,
+        "share_of_event_customers_in_table": round(both / len(in_events), 4) if len(in_events) else None,
+    }
+    for share, what in ((out["share_of_table_with_events"], f"of the customers table's {len(in_table):,} ids have events"),
+                        (out["share_of_event_customers_in_table"], f"of the {len(in_events):,} customers in the events are "
+                                                                  "in the customers table")):
+        if share is not None and share < floor:
+            warnings.append(f"only {share:.0%} {what} (readiness.min_share_matched {floor:.0%}): are both keyed by the "
+                            "same customer_id? Attributes of unmatched customers are missing")
+    return out
 
 
 def _target_names(config: FunnelConfig) -> list[str]:

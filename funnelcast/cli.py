@@ -161,6 +161,11 @@ def check_cmd(
     )
     if report.never_seen:
         out.print(f"event types in the config never seen: {', '.join(report.never_seen)}", highlight=False)
+    if report.matched is not None:
+        m = report.matched
+        out.print(f"customers table: {m['of_them_with_events']:,} of its {m['customers_table_ids']:,} ids have events; "
+                  f"{m['of_them_in_table']:,} of the {m['event_customer_ids']:,} customers in the events are in it",
+                  highlight=False)
     for w in report.warnings:
         out.print(f"[yellow]warning:[/] {w}", highlight=False)
     table = Table(title="readiness per target")

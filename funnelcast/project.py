@@ -179,6 +179,11 @@ class Project:
         from funnelcast.features.snapshots import build_features
 
         d = self._data(data, customers)
+        if d.as_of is not None and stated_time(cutoff, self.config.source_timezone, "cutoff") > d.as_of:
+            raise EventDataError(
+                f"cutoff {stated_time(cutoff, self.config.source_timezone, 'cutoff').isoformat()} is after the data's "
+                f"extraction time (as-of) {d.as_of.isoformat()}: features there would miss every event not yet "
+                "extracted. Choose a cutoff at or before the as-of time")
         return build_features(d.events, d.customers, cutoff, self.config)
 
     def training_set(self, data: Dataset | Source, customers: Source | None = None, *, data_end: Any = None,

@@ -229,3 +229,30 @@ def test_an_unwritable_output_folder_is_a_paragraph(tmp_path):
     r = run("simulate", "--customers", "50", "--end", "2024-03-01", "--no-truth", "--out", str(blocker / "sim"))
     assert r.returncode == 2 and "bad destination" in r.stderr and "could not write the simulation" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_check_reports_how_customers_and_events_match_and_warns_when_they_do_not(tmp_path):
+    events = tmp_path / "events.csv"
+    events.write_text("customer_id,timestamp,event_type\nc1,2024-01-01T00:00:00Z,order\nc2,2024-01-02T00:00:00Z,order\n")
+    customers = tmp_path / "customers.csv"
+    customers.write_text("customer_id,segment\nbob@example.com,smb\nalice@example.com,smb\nc1,smb\n")
+    r = run("check", "--events", str(events), "--customers", str(customers), "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)["readiness"]
+    assert report["customers_matched"] == {
+        "customers_table_ids": 3, "of_them_with_events": 1, "share_of_table_with_events": 0.3333,
+        "event_customer_ids": 2, "of_them_in_table": 1, "share_of_event_customers_in_table": 0.5}
+    assert any("only 33% of the customers table's 3 ids have events" in w for w in report["warnings"])
+    r = run("check", "--events", str(events), "--customers", str(customers))
+    assert "1 of its 3 ids have events; 1 of the 2 customers in the events are in it" in r.stdout
+    assert "warning:" in r.stdout
+
+
+def test_features_refuse_a_cutoff_after_the_as_of_time(tmp_path):
+    events = tmp_path / "events.csv"
+    events.write_text("customer_id,timestamp,event_type\nc1,2025-01-01T00:00:00Z,order\n")
+    r = run("features", "--events", str(events), "--cutoff", "2027-01-01", "--as-of", "2026-01-01", "--out", str(tmp_path / "f.parquet"))
+    assert r.returncode == 2 and "is after the data's extraction time (as-of) 2026-01-01" in r.stderr, r.stderr
+    assert not (tmp_path / "f.parquet").exists()
+    r = run("features", "--events", str(events), "--cutoff", "2026-01-01", "--as-of", "2026-01-01", "--out", str(tmp_path / "f.parquet"))
+    assert r.returncode == 0, r.stderr
