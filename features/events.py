@@ -29,7 +29,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -148,23 +148,81 @@ def parse_source(spec: str | Path | SqlSource) -> Path | SqlSource:
     return Path(spec.removeprefix("file://"))
 
 
-def read_table(spec: str | Path | SqlSource) -> tuple[pd.DataFrame, str]:
-    """Read a CSV file, a Parquet file or directory, or a SQL table/query, as raw strings/values."""
+class RawTable(NamedTuple):
+    """A source read as it is: its rows, its name for messages, and what reading it had to fill in."""
+
+    frame: pd.DataFrame
+    name: str
+    notes: tuple[tuple[str, int], ...] = ()
+    """(reason, rows) for every value the reader supplied: a column missing from one file of a folder."""
+
+
+def read_table(spec: str | Path | SqlSource) -> RawTable:
+    """Read a CSV file, a Parquet file or directory, or a SQL table/query, as raw strings/values.
+
+    A folder of Parquet files whose files differ in columns is read as the union of their columns: a
+    column one file lacks is missing for that file's rows, and each such file is counted in
+    :attr:`RawTable.notes` (validation reports them as altered rows). Files that disagree on a column's
+    type are refused, naming the files and the column."""
     source = parse_source(spec)
     if isinstance(source, SqlSource):
-        return _read_sql(source), str(source)
+        return RawTable(_read_sql(source), str(source))
     name = str(source)
     if not source.exists():
         raise EventDataError(f"{name}: no such file or directory")
     try:
-        if source.is_dir() or source.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(source), name
+        if source.is_dir():
+            return _read_parquet_folder(source)
+        if source.suffix.lower() in (".parquet", ".pq"):
+            return RawTable(pd.read_parquet(source), name)
         if source.suffix.lower() in (".csv", ".gz", ".txt"):
             # Everything as text: validation below parses each column and names what fails.
-            return pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""]), name
+            return RawTable(pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""]), name)
+    except EventDataError:
+        raise
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise EventDataError(f"{name}: could not be read: {exc}") from None
     raise EventDataError(f"{name}: unknown file type {source.suffix!r}; use .csv, .parquet or a directory of Parquet files")
+
+
+def _read_parquet_folder(folder: Path) -> RawTable:
+    """Every Parquet file below ``folder`` (hive partition folders give their columns), unified by column."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    name = str(folder)
+    fragments = sorted(ds.dataset(folder, format="parquet", partitioning="hive").get_fragments(), key=lambda f: f.path)
+    if not fragments:
+        raise EventDataError(f"{name}: the folder holds no Parquet files")
+
+    def plain(t: pa.DataType) -> pa.DataType:  # a categorical column is its values' type
+        return t.value_type if pa.types.is_dictionary(t) else t
+
+    schemas = {f.path: {field.name: plain(field.type) for field in f.physical_schema} for f in fragments}
+    if all(s == next(iter(schemas.values())) for s in schemas.values()):
+        return RawTable(pd.read_parquet(folder), name)  # one layout: pandas reads the folder as a whole
+    types: dict[str, dict[pa.DataType, list[str]]] = {}
+    for path, schema in schemas.items():
+        for column, kind in schema.items():
+            types.setdefault(column, {}).setdefault(kind, []).append(Path(path).name)
+    clash = {column: kinds for column, kinds in types.items() if len(kinds) > 1 and not all(
+        pa.types.is_string(k) or pa.types.is_large_string(k) for k in kinds)}
+    if clash:
+        column, kinds = next(iter(clash.items()))
+        listing = "; ".join(f"{kind} in {', '.join(files[:3])}" for kind, files in kinds.items())
+        raise EventDataError(f"{name}: the files disagree on column {column!r}: {listing}. Write every file with one "
+                             "type per column")
+    frames, notes, columns = [], [], list(types)
+    for fragment in fragments:
+        frame = fragment.to_table().to_pandas()
+        for key, value in ds.get_partition_keys(fragment.partition_expression).items():
+            frame[key] = value
+        lacking = [c for c in columns if c not in frame.columns]
+        for column in lacking:
+            notes.append((f"{Path(fragment.path).relative_to(folder)} has no column {column!r}: its rows read with "
+                          f"{column} missing", len(frame)))
+        frames.append(frame)
+    return RawTable(pd.concat(frames, ignore_index=True), name, tuple(notes))
 
 
 def _read_sql(source: SqlSource) -> pd.DataFrame:
@@ -235,15 +293,19 @@ def _vocabulary(
 
 
 def validate_events(
-    raw: pd.DataFrame, config: FunnelConfig, source: str = "events", as_of: Any = None
+    raw: pd.DataFrame, config: FunnelConfig, source: str = "events", as_of: Any = None,
+    notes: Sequence[tuple[str, int]] = (),
 ) -> tuple[pd.DataFrame, ValidationSummary]:
     """Validate raw events against the contract and return the canonical frame, sorted by customer then time.
 
     ``as_of`` is when the data was extracted (a stated time: naive means the config's
     ``source_timezone``, else UTC): an event at or after it cannot have happened yet and is an
-    error. Exact duplicate events are dropped and counted.
+    error. Exact duplicate events are dropped and counted. ``notes`` (from :func:`read_table`) are
+    counted as altered rows.
     """
     summary = ValidationSummary(source=source, rows_read=len(raw))
+    for reason, n in notes:
+        summary.alter(reason, n)
     _missing_columns(raw, REQUIRED_EVENT_COLUMNS, source, "events")
     raw = raw.reset_index(drop=True)
     summary.ignored_columns = [c for c in raw.columns if c not in EVENT_COLUMNS]
@@ -315,7 +377,8 @@ def _amounts(raw: pd.DataFrame, source: str) -> pd.Series:
     return amount
 
 
-def validate_customers(raw: pd.DataFrame, config: FunnelConfig, source: str = "customers") -> tuple[pd.DataFrame, ValidationSummary]:
+def validate_customers(raw: pd.DataFrame, config: FunnelConfig, source: str = "customers",
+                       notes: Sequence[tuple[str, int]] = ()) -> tuple[pd.DataFrame, ValidationSummary]:
     """Validate a customers table: unique, non-null ``customer_id`` plus static attributes.
 
     Text attributes become categoricals; date-like attribute columns (datetime dtype, or text whose
@@ -324,6 +387,8 @@ def validate_customers(raw: pd.DataFrame, config: FunnelConfig, source: str = "c
     (:class:`~funnelcast.features.model_input.ModelInput`) and never guesses it again.
     """
     summary = ValidationSummary(source=source, rows_read=len(raw))
+    for reason, n in notes:
+        summary.alter(reason, n)
     _missing_columns(raw, ("customer_id",), source, "customers")
     raw = raw.reset_index(drop=True)
     out = pd.DataFrame({"customer_id": _ids(raw["customer_id"], source, "customers")})
@@ -370,14 +435,14 @@ def read_events(
     spec: str | Path | SqlSource, config: FunnelConfig, as_of: Any = None
 ) -> tuple[pd.DataFrame, ValidationSummary]:
     """Read and validate events from any supported source (see :func:`parse_source`)."""
-    raw, name = read_table(spec)
-    return validate_events(raw, config, source=name, as_of=as_of)
+    raw = read_table(spec)
+    return validate_events(raw.frame, config, source=raw.name, as_of=as_of, notes=raw.notes)
 
 
 def read_customers(spec: str | Path | SqlSource, config: FunnelConfig) -> tuple[pd.DataFrame, ValidationSummary]:
     """Read and validate a customers table from any supported source."""
-    raw, name = read_table(spec)
-    return validate_customers(raw, config, source=name)
+    raw = read_table(spec)
+    return validate_customers(raw.frame, config, source=raw.name, notes=raw.notes)
 
 
 # ---- encoded events ------------------------------------------------------------------------------

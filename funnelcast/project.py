@@ -137,8 +137,8 @@ class Project:
         if isinstance(events, pd.DataFrame):
             ev, summary = validate_events(events, cfg, as_of=as_of)
         else:
-            raw, name = read_table(events)
-            ev, summary = validate_events(raw, cfg, source=name, as_of=as_of)
+            raw = read_table(events)
+            ev, summary = validate_events(raw.frame, cfg, source=raw.name, as_of=as_of, notes=raw.notes)
         cust, cust_summary = None, None
         if customers is not None:
             if isinstance(customers, pd.DataFrame):

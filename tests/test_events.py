@@ -567,7 +567,7 @@ def test_postgres_missing_table(postgres_url: str, postgres_table: str, config: 
 
 
 def test_csv_is_read_as_text(tmp_path: Path, raw_events: pd.DataFrame) -> None:
-    raw, name = read_table(_csv(tmp_path, raw_events))
+    raw, name, _ = read_table(_csv(tmp_path, raw_events))
     assert name == str(tmp_path / "events.csv")
     assert raw["customer_id"].tolist() == ["c2", "007", "007", "c2"]  # leading zeros survive
     assert raw["amount"].iloc[0] == "120.5"
@@ -677,3 +677,34 @@ def test_a_table_and_json_events_encode_to_the_same_arrays_with_the_same_counts(
         encoder.frame(pd.DataFrame(bad))
     with pytest.raises(EventDataError, match=r"events\[0\]\.amount -1\.0 is a negative purchase amount"):
         encoder.records(bad)
+
+
+# ---- a folder of Parquet files whose files differ ----------------------------------------------
+
+def test_a_parquet_folder_whose_files_differ_loses_nothing_silently(tmp_path: Path, utc_config: FunnelConfig) -> None:
+    folder = tmp_path / "events"
+    folder.mkdir()
+    first = pd.DataFrame({"customer_id": ["a", "b"], "timestamp": ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"],
+                          "event_type": ["order", "order"]})
+    later = pd.DataFrame({"customer_id": ["c"], "timestamp": ["2024-01-03T00:00:00Z"],
+                          "event_type": pd.Categorical(["order"]), "channel": ["direct"], "campaign": ["x1"]})
+    first.to_parquet(folder / "part-0.parquet")
+    later.to_parquet(folder / "part-1.parquet")
+    events, summary = read_events(folder, utc_config)
+    assert len(events) == 3 and summary.rows_read == summary.rows_out == 3
+    # The channel the later file has survives; the first file's rows are counted as read without one.
+    assert events.set_index("customer_id").loc["c", "channel"] == "direct"
+    assert events.set_index("customer_id").loc[["a", "b"], "channel"].isna().all()
+    assert summary.altered == {"part-0.parquet has no column 'channel': its rows read with channel missing": 2,
+                               "part-0.parquet has no column 'campaign': its rows read with campaign missing": 2}
+    assert summary.ignored_columns == ["campaign"]  # an extra column is listed, not dropped unseen
+
+
+def test_a_parquet_folder_whose_files_disagree_on_a_type_is_refused(tmp_path: Path, utc_config: FunnelConfig) -> None:
+    folder = tmp_path / "events"
+    folder.mkdir()
+    base = {"customer_id": ["a"], "timestamp": ["2024-01-01T00:00:00Z"], "event_type": ["order"]}
+    pd.DataFrame({**base, "amount": [5.0]}).to_parquet(folder / "part-0.parquet")
+    pd.DataFrame({**base, "amount": ["five"]}).to_parquet(folder / "part-1.parquet")
+    with pytest.raises(EventDataError, match=r"the files disagree on column 'amount': double in part-0\.parquet; \w*string in part-1"):
+        read_events(folder, utc_config)
