@@ -175,14 +175,28 @@ def _write_file(frame: pd.DataFrame, path: Path) -> str:
     return f"{path} ({kind})"
 
 
+SQL_MODES = ("keep", "replace")
+
+
 def _write_sql(frame: pd.DataFrame, target: SqlSource) -> str:
+    """Replace a table's rows in one transaction.
+
+    Where the table exists, its rows are deleted and the new ones inserted (``mode=keep``, the
+    default): the table itself, its indexes, grants and the views that depend on it stay. Its columns
+    must be the rows' columns; ``#table=T&mode=replace`` drops and recreates it instead (a table with
+    dependent views cannot be dropped on PostgreSQL). A failed write leaves the old rows as they were.
+    """
     import sqlalchemy as sa
 
     url = _display(target.url)
     if not target.table:
         not_a_query = ", not a query" if target.query is not None else ""
         raise SinkError(f"{url}: a SQL destination needs a table to replace{not_a_query}; write '#TABLE' or '#table=TABLE'")
-    destination = f"{url} (table {target.table})"
+    table, _, options = target.table.partition("&")
+    mode = dict(part.partition("=")[::2] for part in options.split("&") if part).get("mode", "keep")
+    destination = f"{url} (table {table})"
+    if mode not in SQL_MODES:
+        raise SinkError(f"{destination}: mode {mode!r}: use mode=keep (delete and insert rows, the default) or mode=replace")
     scrub = _scrubber(target.url, {})
     try:
         engine = sa.create_engine(target.url)
@@ -190,9 +204,25 @@ def _write_sql(frame: pd.DataFrame, target: SqlSource) -> str:
         raise SinkError(f"{destination}: not a usable database URL: {scrub(str(exc))}") from None
     if engine.dialect.driver == "pysqlite":
         _transactional_ddl(engine)
+    rows = _nested_as_json(frame)
     try:
         with engine.begin() as conn:
-            _nested_as_json(frame).to_sql(target.table, conn, if_exists="replace", index=False)
+            existing = sa.inspect(conn).has_table(table)
+            if existing and mode == "keep":
+                columns = [c["name"] for c in sa.inspect(conn).get_columns(table)]
+                if set(columns) != set(map(str, rows.columns)):
+                    missing = sorted(set(map(str, rows.columns)) - set(columns))
+                    extra = sorted(set(columns) - set(map(str, rows.columns)))
+                    raise SinkError(
+                        f"{destination}: the table's columns are not the rows' (the table lacks {missing}, has "
+                        f"{extra} besides); nothing was written. Write with '#table={table}&mode=replace' to recreate "
+                        "it (that drops its indexes, grants and dependent views), or align the table")
+                conn.execute(sa.table(table).delete())
+                rows.to_sql(table, conn, if_exists="append", index=False)
+            else:
+                rows.to_sql(table, conn, if_exists="replace", index=False)
+    except SinkError:
+        raise
     except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError, ValueError) as exc:
         reason = scrub(str(exc).splitlines()[0])
         raise SinkError(f"{destination}: the write failed and was rolled back, the table is unchanged: {reason}") from None

@@ -56,7 +56,7 @@ def postgres_table(postgres_url: str):
     yield name
     engine = sa.create_engine(postgres_url)
     with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"'))
+        conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
     engine.dispose()
 
 

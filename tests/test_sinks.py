@@ -410,3 +410,38 @@ def test_a_resume_must_score_as_of_the_same_instant(receiver: Receiver, tmp_path
     receiver.assert_each_row_once(first)
     assert pending_delivery(receiver.url, "scores", state) is None  # finished: a new as-of starts a new delivery
     assert send(at("2024-05-02T09:30:00Z"), receiver, tmp_path).batches_sent == 5
+
+
+def check_sql_keeps_the_table(url: str, table: str) -> None:
+    """Where the table exists, its rows are replaced and the table kept: an index and a dependent view
+    survive (on PostgreSQL a view makes DROP fail); other columns are refused; mode=replace recreates."""
+    engine = sa.create_engine(url.partition("#")[0])
+    try:
+        write_table(small(), url)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE INDEX "{table}_ix" ON "{table}" (customer_id)'))
+            conn.execute(sa.text(f'CREATE VIEW "{table}_v" AS SELECT customer_id FROM "{table}"'))
+        second = small().iloc[1:].reset_index(drop=True)
+        write_table(second, url)
+        with engine.connect() as conn:
+            assert_small_equal(pd.read_sql(sa.text(f'SELECT * FROM "{table}"'), conn), second)
+            assert len(pd.read_sql(sa.text(f'SELECT * FROM "{table}_v"'), conn)) == 2
+            assert f"{table}_ix" in {ix["name"] for ix in sa.inspect(conn).get_indexes(table)}
+        with pytest.raises(SinkError, match=r"the table's columns are not the rows' \(the table lacks \['extra'\]"):
+            write_table(second.assign(extra=1), url)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP VIEW "{table}_v"'))
+        write_table(second.assign(extra=1), url + "&mode=replace" if "#table=" in url else url.replace("#", "#table=") + "&mode=replace")
+        with engine.connect() as conn:
+            assert "extra" in {c["name"] for c in sa.inspect(conn).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_table_keeps_its_indexes_and_views(tmp_path: Path) -> None:
+    check_sql_keeps_the_table(f"sqlite:///{tmp_path}/x.db#scores", "scores")
+
+
+@pytest.mark.postgres
+def test_postgres_table_keeps_its_indexes_and_views(postgres_url: str, postgres_table: str) -> None:
+    check_sql_keeps_the_table(f"{postgres_url}#table={postgres_table}", postgres_table)
