@@ -273,9 +273,9 @@ class Funnelcast:
             os.chdir(_setting("FUNNELCAST_CWD"))
         # One LightGBM/feature thread per request: the event loop's requests share the cores.
         project = Project(_setting("FUNNELCAST_CONFIG"), mlflow_dir=_setting("FUNNELCAST_MLFLOW_DIR"), threads=1)
-        self.scorer = project.scorer()
         self.problem: str | None = None
         try:
+            self.scorer = project.scorer()
             data = project.load(events, _setting("FUNNELCAST_CUSTOMERS"), config=self.scorer.config)
             expected = _setting("FUNNELCAST_SOURCE_SHA256")
             if expected is not None and data.fingerprint() != expected:

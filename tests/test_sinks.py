@@ -431,7 +431,7 @@ def check_sql_keeps_the_table(url: str, table: str) -> None:
             write_table(second.assign(extra=1), url)
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP VIEW "{table}_v"'))
-        write_table(second.assign(extra=1), url + "&mode=replace" if "#table=" in url else url.replace("#", "#table=") + "&mode=replace")
+        write_table(second.assign(extra=1), url + "&mode=replace")  # '#scores&mode=replace' or '#table=t&mode=replace'
         with engine.connect() as conn:
             assert "extra" in {c["name"] for c in sa.inspect(conn).get_columns(table)}
     finally:
