@@ -273,6 +273,11 @@ def _unknown_advice(policy_field: str) -> str:
     return f"add them to the funnel config, or set {policy_field}: map_to_other"
 
 
+def _listing(counts: pd.Series) -> str:
+    """``'x' (3 rows), 'y' (1 rows)``: the ten most frequent unknown values, as every message lists them."""
+    return ", ".join(f"{v!r} ({n:,} rows)" for v, n in counts.head(10).items())
+
+
 def _vocabulary(
     raw: pd.Series, known: tuple[str, ...], policy: str, policy_field: str, name: str, column: str, summary: ValidationSummary
 ) -> pd.Series:
@@ -280,7 +285,7 @@ def _vocabulary(
     unknown = values.notna() & ~values.isin(known)
     if unknown.any():
         counts = values[unknown].value_counts()
-        listing = ", ".join(f"{v!r} ({n:,} rows)" for v, n in counts.head(10).items())
+        listing = _listing(counts)
         if policy == "error":
             raise EventDataError(
                 f"{name}: column {column!r} has values the funnel config does not know: {listing}"
@@ -622,7 +627,7 @@ class EventEncoder:
             raise EventDataError(f"events[{i}].{column} {values[i]!r} is not in the funnel config (known: "
                                  f"{', '.join(known)}): {_unknown_advice(policy_field)}")
         counts = pd.Series([values[i] for i in unknown]).astype(str).value_counts()
-        listing = ", ".join(f"{v!r} ({n:,} rows)" for v, n in counts.head(10).items())
+        listing = _listing(counts)
         summary.alter(f"{mapped_to_other(column)} ({listing})", len(unknown))
         other = codes[OTHER]
         for i in unknown:

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 import pandas as pd
 
 from funnelcast.features.errors import EventDataError
-from funnelcast.features.events import (SqlSource, ValidationSummary, frames_hash, read_customers, read_table,
-                                        validate_customers, validate_events)
+from funnelcast.features.events import (SqlSource, ValidationSummary, frames_hash, read_customers, read_events,
+                                        read_table, validate_customers, validate_events)
 from funnelcast.features.funnel import FunnelConfig, load_config
 from funnelcast.features.timestamps import stated_time
 
@@ -137,8 +137,7 @@ class Project:
         if isinstance(events, pd.DataFrame):
             ev, summary = validate_events(events, cfg, as_of=as_of)
         else:
-            raw = read_table(events)
-            ev, summary = validate_events(raw.frame, cfg, source=raw.name, as_of=as_of, notes=raw.notes)
+            ev, summary = read_events(events, cfg, as_of=as_of)
         cust, cust_summary = None, None
         if customers is not None:
             if isinstance(customers, pd.DataFrame):
@@ -179,12 +178,13 @@ class Project:
         from funnelcast.features.snapshots import build_features
 
         d = self._data(data, customers)
-        if d.as_of is not None and stated_time(cutoff, self.config.source_timezone, "cutoff") > d.as_of:
+        cut = stated_time(cutoff, self.config.source_timezone, "cutoff")
+        if d.as_of is not None and cut > d.as_of:
             raise EventDataError(
-                f"cutoff {stated_time(cutoff, self.config.source_timezone, 'cutoff').isoformat()} is after the data's "
+                f"cutoff {cut.isoformat()} is after the data's "
                 f"extraction time (as-of) {d.as_of.isoformat()}: features there would miss every event not yet "
                 "extracted. Choose a cutoff at or before the as-of time")
-        return build_features(d.events, d.customers, cutoff, self.config)
+        return build_features(d.events, d.customers, cut, self.config)
 
     def training_set(self, data: Dataset | Source, customers: Source | None = None, *, data_end: Any = None,
                      progress: Callable[[int, int], None] | None = None) -> TrainingSet:

@@ -278,10 +278,11 @@ class Funnelcast:
             self.scorer = project.scorer()
             data = project.load(events, _setting("FUNNELCAST_CUSTOMERS"), config=self.scorer.config)
             expected = _setting("FUNNELCAST_SOURCE_SHA256")
-            if expected is not None and data.fingerprint() != expected:
+            found = None if expected is None else data.fingerprint()  # one hash of every row: seconds at scale
+            if found is not None and found != expected:
                 raise FunnelcastError(
                     "the event or customers source changed since `funnelcast serve` read it at start-up (SHA-256 of "
-                    f"the validated rows {data.fingerprint()[:12]}, at start-up {expected[:12]}); this worker will not "
+                    f"the validated rows {found[:12]}, at start-up {expected[:12]}); this worker will not "
                     "serve a different population: restart `funnelcast serve` to load the new one")
         except FunnelcastError as exc:
             # A worker restarted by BentoML that cannot serve the start-up population stays up, says why and

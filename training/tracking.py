@@ -24,6 +24,7 @@ from typing import Any, Iterator
 import mlflow
 import pandas as pd
 
+from funnelcast.features.events import redact_url
 from funnelcast.features.targets import TARGETS
 from funnelcast.training.errors import TrackingError
 from funnelcast.training.model import TargetModel
@@ -84,7 +85,7 @@ def connect(tracking_uri: str | None = None, home: str | Path | None = None, exp
     import sqlalchemy.exc
 
     uri, artifacts = resolve_uri(tracking_uri, home, create=create)
-    shown = _redact_uri(uri)
+    shown = redact_url(uri)
     if not create and (problem := _store_problem(uri)) is not None:
         raise TrackingError(f"the MLflow tracking store {shown} cannot be read: {problem}")
     user_env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -235,11 +236,11 @@ def load_model(registered_name: str, alias: str = CHAMPION) -> tuple[str, Target
     executed. :class:`RegistryError` names the store, model and file when there is no such version, an
     artifact is missing or differs, or a file cannot be read."""
     version = alias_version(registered_name, alias)
-    where = f"{registered_name} version {version} in the registry at {_redact_uri(mlflow.get_tracking_uri())}"
+    where = f"{registered_name} version {version} in the registry at {redact_url(mlflow.get_tracking_uri())}"
     if version is None:
         raise RegistryError(
             f"no model {registered_name!r} with alias {alias!r} in the registry at "
-            f"{_redact_uri(mlflow.get_tracking_uri())}; train one with `funnelcast train`"
+            f"{redact_url(mlflow.get_tracking_uri())}; train one with `funnelcast train`"
         )
     recorded = version_info(registered_name, version).get(ARTIFACT_HASHES)
     if recorded is None:
@@ -270,13 +271,10 @@ def alias_version(registered_name: str, alias: str) -> str | None:
 
     try:
         return str(mlflow.MlflowClient().get_model_version_by_alias(registered_name, alias).version)
-    except mlflow.exceptions.MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+    except (mlflow.exceptions.MlflowException, sqlalchemy.exc.SQLAlchemyError) as exc:
+        if getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return None
-        raise TrackingError(f"the MLflow tracking store {_redact_uri(mlflow.get_tracking_uri())} is not usable: "
-                            f"{_first_line(exc)}") from None
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise TrackingError(f"the MLflow tracking store {_redact_uri(mlflow.get_tracking_uri())} is not usable: "
+        raise TrackingError(f"the MLflow tracking store {redact_url(mlflow.get_tracking_uri())} is not usable: "
                             f"{_first_line(exc)}") from None
 
 
@@ -297,12 +295,6 @@ def version_info(registered_name: str, version: str) -> dict[str, Any]:
     mv = mlflow.MlflowClient().get_model_version(registered_name, version)
     return {"name": registered_name, "version": str(mv.version), "aliases": list(mv.aliases),
             "registered_at": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").isoformat(), **dict(mv.tags)}
-
-
-def _redact_uri(uri: str) -> str:
-    from funnelcast.features.events import redact_url
-
-    return redact_url(uri)
 
 
 def tracking_uri() -> str:
