@@ -94,8 +94,14 @@ class TrainingConfig(_Strict):
         default_factory=lambda: ["convert", "churn"], min_length=1,
         description="Which models to train (names from funnelcast.features.targets.TARGETS).",
     )
-    folds: int = Field(3, ge=1, le=24, description="Rolling-origin backtest folds; the latest one's model is registered.")
+    folds: int = Field(3, ge=1, le=24, description=(
+        "Rolling-origin backtest folds (fewer where the history allows fewer; an in-time estimate where none fits). "
+        "The registered model is the selected learner refitted on every labelled cutoff."))
     validation_cutoffs: int = Field(2, ge=1, description="Cutoffs per fold for early stopping and calibration.")
+    learners: list[Literal["lightgbm", "logistic", "blend"]] = Field(
+        default_factory=lambda: ["lightgbm", "logistic", "blend"], min_length=1,
+        description="The learners the backtest may select from (by mean test champion_metric over the folds); "
+                    "all three are always fitted and reported.")
     calibration: Literal["isotonic", "sigmoid"] = "isotonic"
     class_weight: Literal["balanced"] | None = None
     seed: int = 0

@@ -279,7 +279,7 @@ def _print_training_result(result) -> None:
         return "-" if x is None else f"{x:.{digits}f}"
 
     has_oracle = any("oracle_roc_auc" in e for e in result.entries.values())
-    t = Table(title="test metrics on the latest backtest fold (LightGBM, calibrated)")
+    t = Table(title="test metrics on the latest backtest fold (the selected learner, calibrated)")
     cols = ["target", "rows", "pos. rate", "ROC-AUC"] + (["oracle", "gap"] if has_oracle else []) + [
         "logistic", "recency/freq.", "PR-AUC", "ECE", "top-10% lift", "version"]
     for c in cols:
@@ -297,11 +297,12 @@ def _print_training_result(result) -> None:
         t.add_row(*row)
     out.print(t)
     for target, tr in result.targets.items():
-        b = tr.backtest.summary()["lightgbm"]
+        b = tr.backtest.summary()["funnelcast"]
         out.print(
             f"{target}: {tr.model_name} version {tr.version} -> {tr.decision.alias} ({tr.decision.reason}); "
-            f"backtest over {len(tr.backtest.folds)} folds: ROC-AUC {b['roc_auc_mean']:.3f} ± {b['roc_auc_std']:.3f}, "
-            f"ECE {b['ece_mean']:.3f} ± {b['ece_std']:.3f}; report -> {tr.report}",
+            f"{tr.backtest.learner} selected, refitted on {tr.backtest.refit['cutoffs']} labelled cutoffs; "
+            f"{tr.backtest.kind} backtest over {len(tr.backtest.folds)} folds: ROC-AUC {b['roc_auc_mean']:.3f} ± "
+            f"{b['roc_auc_std']:.3f}, ECE {b['ece_mean']:.3f} ± {b['ece_std']:.3f}; report -> {tr.report}",
             highlight=False,
         )
     for w in result.warnings:

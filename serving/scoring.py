@@ -242,17 +242,21 @@ class Scorer:
             # less set-up per call (serving/rowpredict.py).
             one = self.row_predictors[target] if n == 1 else None
             if len(rows):
-                raw = np.array([one.raw_score(X[0])]) if one else model.raw_score(X[rows], num_threads=threads)
-                p[rows] = model.probability(raw)
+                tree = None
+                if model.uses_booster:
+                    tree = np.array([one.raw_score(X[0])]) if one else model.booster_raw(X[rows], num_threads=threads)
+                p[rows] = model.probability(model.combine(tree, X[rows]), X[rows])
             probs[target] = p
             if reasons:
                 why = np.flatnonzero(eligible & ~explained)
                 explained |= eligible
                 if len(why):
                     attribution = self.attributions[target]
-                    credit = (attribution.credit(one.leaves(X[0])[None]) if one
-                              else attribution.contributions(model.booster_, X[why], threads))
-                    contributions[target] = (why, X[why], credit)
+                    tree_credit = None
+                    if model.uses_booster:
+                        tree_credit = (attribution.credit(one.leaves(X[0])[None]) if one
+                                       else attribution.contributions(model.booster_, X[why], threads))
+                    contributions[target] = (why, X[why], model.credits(tree_credit, X[why]))
         status = np.full(n, "no_history", dtype=object)
         has_stage = ~np.isnan(elig.stage)
         status[has_stage] = "prospect"

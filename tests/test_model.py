@@ -9,6 +9,7 @@ functionality.
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -20,7 +21,8 @@ from sklearn.metrics import roc_auc_score
 from funnelcast.features.events import validate_customers
 from funnelcast.features.funnel import load_config
 from funnelcast.features.model_input import Attribute, ModelInput, SchemaError
-from funnelcast.training.baselines import RecencyFrequency, fit_logistic, predict_logistic
+from funnelcast.training.baselines import RecencyFrequency
+from funnelcast.training.linear import LinearModel, signed_log
 from funnelcast.training.metrics import expected_calibration_error
 from funnelcast.training.model import PROBABILITY_FLOOR, Calibrator, TargetModel, fit_target_model
 
@@ -213,6 +215,37 @@ def test_calibration_repairs_a_misscaled_score(method: str) -> None:
     assert expected_calibration_error(y[check_half], calibrator.predict(raw[check_half])) < 0.02
 
 
+def test_per_stage_correction_calibrates_each_stage_without_reordering_it() -> None:
+    """One score serves several stages whose base rates differ at equal scores: the global map is right
+    on average and off inside each stage; the per-stage Platt step fixes each stage it has rows for."""
+    rng = np.random.default_rng(4)
+    n = 30_000
+    stage = rng.integers(0, 3, n).astype(float)
+    raw = rng.normal(0, 1.2, n)
+    shift = np.array([-1.2, 0.0, 1.0])[stage.astype(int)]  # what the shared score does not see
+    y_of = lambda r, s: (rng.random(len(r)) < 1 / (1 + np.exp(-(r + s)))).astype(float)  # noqa: E731
+    y = y_of(raw, shift)
+    stage[:150] = 3.0  # a stage with too few rows keeps the global map
+    plain = Calibrator("isotonic").fit(raw, y)
+    staged = Calibrator("isotonic").fit(raw, y, stage)
+    assert sorted(staged.segments_) == [0, 1, 2]
+    test_raw = rng.normal(0, 1.2, n)
+    test_stage = rng.integers(0, 3, n).astype(float)
+    test_y = y_of(test_raw, np.array([-1.2, 0.0, 1.0])[test_stage.astype(int)])
+    for s in range(3):
+        rows = test_stage == s
+        before = expected_calibration_error(test_y[rows], plain.predict(test_raw[rows]))
+        after = expected_calibration_error(test_y[rows], staged.predict(test_raw[rows], test_stage[rows]))
+        assert after < 0.02 < before and after < before / 1.5, (s, before, after)
+        order = np.argsort(test_raw[rows])  # monotone within a stage: its ranking (and ROC-AUC) is unchanged
+        assert np.all(np.diff(staged.predict(test_raw[rows], test_stage[rows])[order]) >= 0)
+    # Rows of a stage without a correction, or without a stage, get the global map.
+    few = np.array([3.0, np.nan])
+    np.testing.assert_array_equal(staged.predict(np.array([0.3, 0.3]), few), plain.predict(np.array([0.3, 0.3])))
+    again = Calibrator.from_dict(json.loads(json.dumps(staged.to_dict())))
+    np.testing.assert_array_equal(again.predict(test_raw, test_stage), staged.predict(test_raw, test_stage))
+
+
 def test_unknown_calibration_method() -> None:
     with pytest.raises(ValueError, match=r"calibration method 'bogus': use 'isotonic' or 'sigmoid'"):
         Calibrator("bogus")
@@ -280,26 +313,81 @@ def test_target_model_refuses_a_frame_missing_a_feature(tables: dict[str, pd.Dat
         churn_model.predict_proba(tables["test"].drop(columns="count_activity_90d"))
 
 
-# --- baselines ------------------------------------------------------------------------------------
+# --- the logistic learner and the blend ------------------------------------------------------------
 
-def test_logistic_baseline_ranks_and_tolerates_unseen_categories(tables: dict[str, pd.DataFrame]) -> None:
-    train, test = tables["train"], tables["test"].copy()
-    model = fit_logistic(train, CHURN_INPUT, "churn")
-    p = predict_logistic(model, test)
+@pytest.fixture(scope="module")
+def logistic_model(tables: dict[str, pd.DataFrame]) -> TargetModel:
+    return fit_target_model("churn", tables["train"], tables["valid"], CHURN_INPUT, FAST, learner="logistic",
+                            early_stopping_rounds=20, threads=1)
+
+
+def test_logistic_learner_ranks_and_tolerates_unseen_categories(tables: dict[str, pd.DataFrame],
+                                                                logistic_model: TargetModel) -> None:
+    test = tables["test"].copy()
+    assert logistic_model.learner_ == "logistic" and not logistic_model.uses_booster
+    p = logistic_model.predict_proba(test)
     assert np.all((p > 0) & (p < 1))
     assert roc_auc_score(test["churn_label"].to_numpy(dtype=int), p) > 0.7
     # The categorical one-hot is used: identical numbers, plan basic scores above plan pro.
     row = test.iloc[[0, 0]].copy()
     row["plan"] = pd.Categorical(["basic", "pro"])
-    basic, pro = predict_logistic(model, row)
+    basic, pro = logistic_model.raw_score(logistic_model.matrix(row))
     assert basic > pro
     # A plan that did not exist at fit time, and a missing plan, still score.
     test["plan"] = test["plan"].cat.add_categories(["enterprise"])
     test.loc[test.index[:5], "plan"] = "enterprise"
     test.loc[test.index[5:10], "plan"] = np.nan
-    q = predict_logistic(model, test)
+    q = logistic_model.predict_proba(test)
     assert np.all(np.isfinite(q) & (q > 0) & (q < 1))
     np.testing.assert_allclose(q[10:], p[10:])
+
+
+def test_linear_model_arrays_are_the_scikit_learn_pipeline_they_came_from(tables: dict[str, pd.DataFrame]) -> None:
+    """The numpy scorer (serving, reasons, JSON files) computes exactly what scikit-learn fitted."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+    from funnelcast.training.linear import C
+
+    X = CHURN_INPUT.matrix_from_frame(tables["train"])
+    X[::7, 0] = np.nan  # missing values: imputed, and flagged
+    y = tables["train"]["churn_label"].to_numpy(dtype=int)
+    linear = LinearModel.fit(X, y, {3: 2}, seed=0)
+    pipeline = make_pipeline(
+        ColumnTransformer([
+            ("numbers", make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                                      FunctionTransformer(lambda a: np.hstack([signed_log(a[:, :3]), a[:, 3:]])),
+                                      ColumnTransformer([("z", StandardScaler(), [0, 1, 2])], remainder="passthrough")),
+             [0, 1, 2]),
+            ("plan", OneHotEncoder(categories=[[0.0, 1.0]], handle_unknown="ignore"), [3]),
+        ]),
+        LogisticRegression(C=C, max_iter=500, random_state=0),
+    ).fit(X, y)
+    test = CHURN_INPUT.matrix_from_frame(tables["test"])
+    test[::5, 0] = np.nan
+    expected = pipeline.decision_function(test)
+    np.testing.assert_allclose(linear.raw_score(test), expected, atol=1e-6)
+    # Credits add up to the log-odds, and survive the JSON round trip bit for bit.
+    np.testing.assert_allclose(linear.baseline + linear.contributions(test).sum(axis=1), linear.raw_score(test), atol=1e-12)
+    again = LinearModel.from_dict(json.loads(json.dumps(linear.to_dict())))
+    np.testing.assert_array_equal(again.raw_score(test), linear.raw_score(test))
+
+
+def test_blend_is_the_mean_of_both_log_odds_and_saves_and_loads(tables: dict[str, pd.DataFrame], tmp_path) -> None:
+    blend = fit_target_model("churn", tables["train"], tables["valid"], CHURN_INPUT, FAST, learner="blend",
+                             early_stopping_rounds=20, threads=1)
+    X = blend.matrix(tables["test"])
+    assert blend.learner_ == "blend"
+    np.testing.assert_allclose(blend.raw_score(X), 0.5 * blend.booster_raw(X) + 0.5 * blend.linear_.raw_score(X))
+    credit = blend.credits(np.zeros_like(X), X)
+    np.testing.assert_allclose(credit, 0.5 * blend.linear_.contributions(X))
+    paths = blend.save(tmp_path / "blend")
+    loaded = TargetModel.load(paths["booster"], paths["model"])
+    np.testing.assert_array_equal(loaded.predict_proba(X), blend.predict_proba(X))
+    assert loaded.learner_ == "blend" and loaded.calibrator_.segments_ == blend.calibrator_.segments_
 
 
 def _customers(days: list[float], counts: list[float]) -> pd.DataFrame:

@@ -12,7 +12,6 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 
 from funnelcast.training.backtest import FoldResult, TargetBacktest
-from funnelcast.training.baselines import fit_logistic, predict_logistic
 from funnelcast.training.metrics import binary_metrics
 from funnelcast.features.model_input import Attribute, ModelInput
 from funnelcast.training.model import fit_target_model
@@ -24,7 +23,7 @@ from funnelcast.training.report import (
     shap_values,
     write_report,
 )
-from funnelcast.training.splits import Fold
+from funnelcast.training.splits import BacktestPlan, Fold
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STAGES = ("awareness", "interest", "consideration", "purchase")
@@ -77,7 +76,8 @@ def _fold(table: pd.DataFrame, index: int, test_position: int) -> FoldResult:
     test = table[table["cutoff"] == fold.test]
     model = fit_target_model("churn", train, valid, MODEL_INPUT, FAST, early_stopping_rounds=20,
                              threads=1)  # all-core OpenMP crawls on a busy CI box
-    logistic = fit_logistic(train, MODEL_INPUT, "churn")
+    logistic = fit_target_model("churn", train, valid, MODEL_INPUT, FAST, learner="logistic", early_stopping_rounds=20,
+                                threads=1)
     heuristic = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(
         _recency_frequency(valid), valid["churn_label"].to_numpy(dtype=float))
     scores = pd.DataFrame({
@@ -85,15 +85,17 @@ def _fold(table: pd.DataFrame, index: int, test_position: int) -> FoldResult:
         "cutoff": test["cutoff"].array,
         "stage": test["stage"].to_numpy(),
         "label": test["churn_label"].to_numpy(dtype=int),
+        "p_funnelcast": model.predict_proba(test),
         "p_lightgbm": model.predict_proba(test),
-        "p_logistic": predict_logistic(logistic, test),
+        "p_logistic": logistic.predict_proba(test),
         "p_recency_frequency": np.clip(heuristic.predict(_recency_frequency(test)), 1e-6, 1 - 1e-6),
         "p_oracle": test["p_true"].to_numpy(),
     })
     y = scores["label"].to_numpy()
     metrics = {name: binary_metrics(y, scores[f"p_{name}"].to_numpy())
-               for name in ("lightgbm", "logistic", "recency_frequency", "oracle")}
-    return FoldResult(fold=fold, metrics=metrics, transitions={}, scores=scores, model=model)
+               for name in ("funnelcast", "lightgbm", "logistic", "recency_frequency", "oracle")}
+    return FoldResult(fold=fold, metrics=metrics, transitions={}, scores=scores, model=model,
+                      models={"lightgbm": model, "logistic": logistic}, raw={})
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +107,13 @@ def table() -> pd.DataFrame:
 def backtest(table: pd.DataFrame) -> TargetBacktest:
     folds = [_fold(table, index=0, test_position=6), _fold(table, index=1, test_position=7)]
     y = table["churn_label"].to_numpy(dtype=int)
-    return TargetBacktest(target="churn", folds=folds, rows=len(table), positives=int(y.sum()))
+    selection = {name: float(np.mean([f.metrics[name]["roc_auc"] for f in folds])) for name in ("lightgbm", "logistic")}
+    refit = {"learner": "lightgbm", "rounds": 40, "rows": len(table), "cutoffs": 8,
+             "last_training_cutoff": "2024-08-01 00:00:00+00:00", "calibration_rows": 1234,
+             "calibration_cutoffs": ["2024-07-01", "2024-08-01"], "calibration_segments": [3, 4], "estimate": "out-of-time"}
+    return TargetBacktest(target="churn", folds=folds, rows=len(table), positives=int(y.sum()),
+                          plan=BacktestPlan([f.fold for f in folds], ["only 2 of the 3 folds fit"]), learner="lightgbm",
+                          selection=selection, selection_metric="roc_auc", model=folds[-1].model, refit=refit)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +137,7 @@ def _transitions(backtest: TargetBacktest) -> dict[str, dict]:
         if b == "purchase":
             part = part[part["label"] == 0]
         out[f"convert:{a}->{b}"] = {name: binary_metrics(part["label"].to_numpy(), part[f"p_{name}"].to_numpy())
-                                    for name in ("lightgbm", "logistic")}
+                                    for name in ("funnelcast", "logistic")}
     return out
 
 
@@ -169,16 +177,22 @@ def test_shap_contributions_plus_bias_sum_to_raw_score(backtest: TargetBacktest,
 
 def test_report_sections_margins_and_self_containment(backtest: TargetBacktest, images: dict, tmp_path) -> None:
     text = _report(backtest, images, tmp_path / "report.html")
-    headings = ["Test metrics (latest fold)", "Backtest (mean ± sd over 2 folds)", "Per transition",
+    headings = ["Model", "Test metrics (latest fold)", "Backtest (mean ± sd over 2 folds)", "Per transition",
                 "Targeting trade-off", "Score deciles", "Data"]
     positions = [text.index(f"<h2>{h}</h2>") for h in headings]
     assert positions == sorted(positions)
     assert text.index("registered as version 3, alias champion: beats the champion") < positions[0]
 
     auc = {name: m["roc_auc"] for name, m in backtest.latest.metrics.items()}
-    assert f"<td>lightgbm − logistic</td><td>{auc['lightgbm'] - auc['logistic']:+.4f}</td>" in text
-    assert f"<td>lightgbm − recency_frequency</td><td>{auc['lightgbm'] - auc['recency_frequency']:+.4f}</td>" in text
-    assert f"<td>gap to oracle</td><td>{auc['oracle'] - auc['lightgbm']:+.4f}</td>" in text
+    assert f"<td>funnelcast − logistic</td><td>{auc['funnelcast'] - auc['logistic']:+.4f}</td>" in text
+    assert f"<td>funnelcast − recency_frequency</td><td>{auc['funnelcast'] - auc['recency_frequency']:+.4f}</td>" in text
+    assert "<td>funnelcast − lightgbm</td>" not in text  # the selected learner is not compared with itself
+    assert f"<td>gap to oracle</td><td>{auc['oracle'] - auc['funnelcast']:+.4f}</td>" in text
+    # How quality was estimated, what was selected from what, and how the registered model was made.
+    assert "Quality estimate: out-of-time" in text and "only 2 of the 3 folds fit" in text
+    assert f"<tr><td>logistic</td><td>{backtest.selection['logistic']:.4f}</td><td></td></tr>" in text
+    assert f"<tr><td>lightgbm</td><td>{backtest.selection['lightgbm']:.4f}</td><td>selected</td></tr>" in text
+    assert "refitted on all" in text and "40 boosting rounds" in text and "correction for 2 stage(s)" in text
     for fold in backtest.folds:
         assert fold.fold.describe() in text
 
@@ -192,7 +206,7 @@ def test_report_sections_margins_and_self_containment(backtest: TargetBacktest, 
     assert "http://" not in text and "https://" not in text
 
     assert "<td>3,000</td>" in text  # counts carry thousands separators
-    share = backtest.latest.metrics["lightgbm"]["precision_at_10pct"]
+    share = backtest.latest.metrics["funnelcast"]["precision_at_10pct"]
     assert f"<td>10%</td><td>{round(len(backtest.latest.scores) / 10):,}</td>" in text
     assert f"<td>{share:.4f}</td>" in text
 
@@ -207,6 +221,6 @@ def test_nan_metric_renders_as_dash(backtest: TargetBacktest, images: dict, tmp_
     assert cells[4] == "–"  # ece
     assert "nan" not in row.lower()
     # A transition whose test rows hold one class has no AUC (binary_metrics returns NaN).
-    row = re.search(r"<tr><td>convert:consideration-&gt;purchase</td><td>lightgbm</td>(.*?)</tr>", text).group(1)
+    row = re.search(r"<tr><td>convert:consideration-&gt;purchase</td><td>funnelcast</td>(.*?)</tr>", text).group(1)
     assert re.findall(r"<td>(.*?)</td>", row)[2] == "–"
     assert "registered as version" not in text

@@ -197,7 +197,7 @@ def test_path_attribution_sums_to_the_raw_score_and_agrees_with_treeshap(scorer,
     X = model.matrix(frame)[:1500]
     attribution = scorer.attributions["churn"]
     credit = attribution.contributions(model.booster_, X)
-    np.testing.assert_allclose(credit.sum(axis=1) + attribution.bias, model.raw_score(X), atol=1e-9)
+    np.testing.assert_allclose(credit.sum(axis=1) + attribution.bias, model.booster_raw(X), atol=1e-9)
     # The gather path (a request's few rows) and the sparse product (a batch) are the same numbers.
     assert len(X) > GATHER_ROWS
     for a, b in ((0, 1), (0, 20), (GATHER_ROWS - 1, GATHER_ROWS + 1)):
@@ -217,7 +217,7 @@ def test_single_row_fast_path_is_booster_predict_bit_for_bit(scorer, source):
         X = model.matrix(frame)[:300]
         assert np.isnan(X).any()  # missing values take the trees' default directions: covered too
         fast = scorer.row_predictors[target]
-        assert np.array_equal([fast.raw_score(x) for x in X], model.raw_score(X, num_threads=1))
+        assert np.array_equal([fast.raw_score(x) for x in X], model.booster_raw(X, num_threads=1))
         leaves = model.booster_.predict(X, pred_leaf=True, num_iteration=model.best_iteration_)
         assert np.array_equal(np.array([fast.leaves(x) for x in X]), leaves)
         with pytest.raises(ValueError, match=f"a row of {X.shape[1]} features"):
@@ -247,7 +247,7 @@ def test_single_row_path_falls_back_to_booster_predict_without_lightgbms_private
         X = model.matrix(frame)[:50]
         slow = RowPredictor(model.booster_, model.best_iteration_)
         assert not slow.fast
-        assert np.array_equal([slow.raw_score(x) for x in X], model.raw_score(X, num_threads=1))
+        assert np.array_equal([slow.raw_score(x) for x in X], model.booster_raw(X, num_threads=1))
         leaves = model.booster_.predict(X, pred_leaf=True, num_iteration=model.best_iteration_)
         assert np.array_equal(np.array([slow.leaves(x) for x in X]), leaves)
 

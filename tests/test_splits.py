@@ -7,12 +7,13 @@ The hand-worked folds below use twelve cutoffs 30 days apart (day 0, 30, ..., 33
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from funnelcast.training.splits import Fold, SplitError, backtest_folds
+from funnelcast.training.splits import Fold, SplitError, backtest_folds, customer_groups, plan_backtest
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
 DAY = pd.Timedelta(days=1)
@@ -164,3 +165,49 @@ def test_gap_invariants_hold_for_random_histories(offsets, horizon_days, n_folds
         assert list(f.valid) == [c for c in cuts if c + horizon <= f.test][-n_valid:]
     for earlier, later in zip(folds, folds[1:]):
         assert set(earlier.train) <= set(later.train)
+
+
+# --- plan_backtest: never refuse a history that has labels ------------------------------------------
+
+def test_plan_uses_every_fold_that_fits_and_says_so() -> None:
+    full = plan_backtest(MONTHLY, 60, n_folds=3, validation_cutoffs=2)
+    assert full.folds == backtest_folds(MONTHLY, 60, 3, 2) and full.notes == [] and full.kind == "out-of-time"
+    # Seven cutoffs fit two folds of the three asked for (what backtest_folds refuses).
+    short = plan_backtest(MONTHLY[:7], 60, n_folds=3, validation_cutoffs=2)
+    assert [f.test for f in short.folds] == MONTHLY[5:7]
+    assert len(short.notes) == 1 and "allow 2 of the 3 backtest folds" in short.notes[0]
+    _assert_gaps(short.folds, 60)
+
+
+def test_plan_gives_up_validation_cutoffs_before_folds() -> None:
+    # Five cutoffs, horizon 60: c0 trains, c2 validates, c4 tests; two validation cutoffs do not fit.
+    plan = plan_backtest(MONTHLY[:5], 60, n_folds=3, validation_cutoffs=2)
+    assert [(f.train, f.valid, f.test) for f in plan.folds] == [(_c(0), _c(2), MONTHLY[4])]
+    assert any("validates on 1 cutoff, not the 2 asked for" in n for n in plan.notes)
+    _assert_gaps(plan.folds, 60)
+
+
+def test_plan_falls_back_to_a_customer_grouped_in_time_estimate() -> None:
+    plan = plan_backtest(MONTHLY[:3], 60, n_folds=3)
+    assert plan.in_time and plan.kind == "in-time" and len(plan.folds) == 3
+    assert "IN-TIME estimate" in plan.notes[0] and "customer-grouped" in plan.notes[0]
+    ids = pd.Series([f"c{i}" for i in range(400)] * 3)
+    rows = pd.DataFrame({"customer_id": ids, "cutoff": np.repeat(MONTHLY[:3], 400)})
+    tested = []
+    for fold in plan.folds:
+        train, valid, test = fold.select(rows)
+        assert len(train) + len(valid) + len(test) == len(rows)
+        parts = [set(part["customer_id"]) for part in (train, valid, test)]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])  # no customer in two parts
+        assert set(test["cutoff"]) == set(MONTHLY[:3])  # every labelled cutoff is tested
+        assert 50 < test["customer_id"].nunique() < 150  # about a quarter of the customers
+        tested.append(parts[2])
+    assert not (tested[0] & tested[1] or tested[1] & tested[2])
+    # The groups are a stable function of the id (the same in every run).
+    np.testing.assert_array_equal(customer_groups(ids, 4), customer_groups(ids.copy(), 4))
+
+
+def test_plan_refuses_only_when_nothing_is_labelled() -> None:
+    with pytest.raises(SplitError, match="no labelled cutoffs"):
+        plan_backtest([], 60)
+    assert plan_backtest(MONTHLY[:1], 60).in_time

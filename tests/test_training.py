@@ -143,12 +143,14 @@ def test_champion_challenger_and_force(tmp_path, table, config):
     only_churn = quick(config, targets=["churn"])
     first = train(table, only_churn, home=home, report_dir=tmp_path / "r1")
     assert set(first.targets) == {"churn"} and first.targets["churn"].decision.alias == "champion"
-    # A much weaker model (one stump) on the same fold is worse beyond the tolerance: challenger.
-    weak = quick(config, targets=["churn"], lightgbm={"n_estimators": 1, "num_leaves": 2})
+    # A much weaker model (LightGBM alone, one stump) is worse beyond the tolerance: challenger. Same data, so
+    # no cutoff is unseen by the champion: both runs' backtests are compared on the same latest test cutoff.
+    weak = quick(config, targets=["churn"], learners=["lightgbm"], lightgbm={"n_estimators": 1, "num_leaves": 2})
     second = train(table, weak, home=home, report_dir=tmp_path / "r2")
     decision = second.targets["churn"].decision
     assert decision.alias == "challenger"
     assert "worse than the champion" in decision.reason and "roc_auc" in decision.reason
+    assert "same latest test cutoff" in decision.reason
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("funnelcast-churn", "champion").version) == first.targets["churn"].version
     assert str(client.get_model_version_by_alias("funnelcast-churn", "challenger").version) == second.targets["churn"].version

@@ -1,9 +1,20 @@
-"""Rolling-origin backtest of one target: LightGBM, the baselines and (on simulated data) the oracle,
-scored on identical time-ordered folds.
+"""The backtest of one target, and the model it registers.
 
-The model of the latest fold is the one that is registered: its test metrics are exactly what the
-report and ``funnelcast train --json`` show, and the champion/challenger decision compares it on
-that same fold.
+**The backtest measures the procedure.** On every fold (:func:`~.splits.plan_backtest`: as many
+out-of-time folds as the history allows, else an in-time estimate, and always said which), three
+learners are fitted on identical rows: LightGBM (early-stopped on the validation cutoffs), the
+regularised logistic model on the same inputs, and their blend. Each is calibrated per stage on the
+validation cutoffs and scored on the test rows, beside the recency/frequency heuristic and, on
+simulated data, the oracle. The learner with the best mean test score over the folds
+(``training.champion_metric``) is *selected*; its numbers are reported as ``funnelcast``, and the
+report shows all three.
+
+**The registered model is a refit.** A fold's model never saw the last horizons of data (its labels
+were still open), and on a short history that is most of it. So the selected learner is fitted again
+on every labelled cutoff, with the median of the folds' early-stopped boosting rounds. Its
+calibration comes from out-of-fold predictions on the most recent cutoffs: the fold models' scores
+on their own test cutoffs (time-ordered; the customer-grouped folds' scores at the latest cutoffs for
+an in-time estimate), so a base rate that drifts between early and late data is the late one.
 """
 
 from __future__ import annotations
@@ -19,15 +30,18 @@ from funnelcast.features.funnel import FunnelConfig
 from funnelcast.features.readiness import target_verdict
 from funnelcast.features.snapshots import TrainingSet
 from funnelcast.features.targets import TARGETS
-from funnelcast.training.baselines import RecencyFrequency, fit_logistic, predict_logistic
-from funnelcast.training.metrics import binary_metrics
-from funnelcast.training.model import TargetModel, fit_target_model
-from funnelcast.training.splits import Fold, backtest_folds
+from funnelcast.training.baselines import RecencyFrequency
+from funnelcast.training.linear import LinearModel
+from funnelcast.training.metrics import LOWER_IS_BETTER, binary_metrics
+from funnelcast.training.model import LEARNERS, Calibrator, TargetModel, category_sizes, fit_booster
+from funnelcast.training.splits import BacktestPlan, Fold, plan_backtest
 
-__all__ = ["MODELS", "FoldResult", "TargetBacktest", "TrainingDataError", "latest_test_rows", "readiness_problem",
-           "run_backtest"]
+__all__ = ["MODELS", "SELECTED", "FoldResult", "TargetBacktest", "TrainingDataError", "latest_test_rows",
+           "readiness_problem", "run_backtest"]
 
-MODELS = ("lightgbm", "logistic", "recency_frequency")
+SELECTED = "funnelcast"
+"""The name under which the selected learner's scores and metrics are reported."""
+MODELS = (SELECTED, *LEARNERS, "recency_frequency")
 ORACLE_SUFFIX = "_given_history"
 """The simulator's probabilities given the event history (a Bayes filter over the hidden state): the
 best achievable score, used as ``oracle``; a target's ``truth`` column without it is the probability
@@ -37,36 +51,57 @@ columns fall back to the hidden-state ones."""
 
 @dataclass
 class FoldResult:
-    """One fold of a backtest: its cutoffs, every model's metrics, the test scores and the fitted model."""
+    """One fold of a backtest: its cutoffs, every model's metrics, the test scores and the fitted models."""
     fold: Fold
     metrics: dict[str, dict[str, float]]
-    """Model name (``lightgbm``, ``logistic``, ``recency_frequency``; on simulated data ``oracle``, the
-    best achievable given the event history, and ``hidden_state``, the ceiling) -> metrics."""
+    """Model name (``funnelcast`` — the selected learner —, ``lightgbm``, ``logistic``, ``blend``,
+    ``recency_frequency``; on simulated data ``oracle``, the best achievable given the event
+    history, and ``hidden_state``, the ceiling) -> metrics."""
     transitions: dict[str, dict[str, dict[str, float]]]
     """For conversion: ``convert:a->b`` -> model name -> metrics on that stage's test rows."""
     scores: pd.DataFrame
     """Test rows: ``customer_id``, ``cutoff``, ``stage``, ``label``, and ``p_<model>`` per model."""
-    model: TargetModel
+    models: dict[str, TargetModel]
+    """Learner -> this fold's calibrated model."""
+    raw: dict[str, np.ndarray]
+    """Learner -> its uncalibrated log-odds on the test rows (out-of-fold scores for the refit's calibration)."""
+    segment: np.ndarray | None = None
+    """The test rows' calibration segments (stage codes)."""
+    model: TargetModel | None = None
+    """The selected learner's model of this fold."""
 
 
 @dataclass
 class TargetBacktest:
-    """Every fold of one target's backtest, oldest first, and the labelled rows it used."""
+    """Every fold of one target's backtest, oldest first, the learner it selected and the refitted model."""
     target: str
     folds: list[FoldResult]
     rows: int
     positives: int
+    plan: BacktestPlan
+    learner: str
+    selection: dict[str, float]
+    """Learner -> its mean test score over the folds (the selection metric)."""
+    selection_metric: str
+    model: TargetModel
+    """The registered model: the selected learner refitted on every labelled cutoff."""
+    refit: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
 
     @property
     def latest(self) -> FoldResult:
-        """The latest fold (the one whose model is registered)."""
+        """The latest fold."""
         return self.folds[-1]
 
     @property
-    def model(self) -> TargetModel:
-        """The latest fold's model."""
-        return self.latest.model
+    def kind(self) -> str:
+        """``out-of-time`` or ``in-time``: how the quality figures were estimated."""
+        return self.plan.kind
+
+    @property
+    def notes(self) -> list[str]:
+        """What the history forced (fewer folds, an in-time estimate), in sentences."""
+        return list(self.plan.notes)
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Per model: each metric's mean and standard deviation across folds (``<metric>_mean``, ``<metric>_std``)."""
@@ -79,7 +114,7 @@ class TargetBacktest:
 
 
 def latest_test_rows(training_set: TrainingSet, backtest: TargetBacktest) -> pd.DataFrame:
-    """The labelled rows of the backtest's latest test cutoff (what the registered model was tested on)."""
+    """The labelled rows of the backtest's latest test cutoff."""
     rows = training_set.rows(backtest.target)
     return rows[rows["cutoff"] == backtest.latest.fold.test]
 
@@ -102,7 +137,8 @@ def run_backtest(
     progress: Callable[[str], None] | None = None,
     threads: int = 0,
 ) -> TargetBacktest:
-    """Fit and score every fold of ``target``. ``truth`` (the simulator's ``truth.parquet``) adds the oracle.
+    """Fit and score every fold of ``target``, select the learner and refit it on every labelled
+    cutoff. ``truth`` (the simulator's ``truth.parquet``) adds the oracle.
 
     ``threads``: LightGBM threads (0: ``$FUNNELCAST_THREADS``, else every core).
     """
@@ -114,58 +150,130 @@ def run_backtest(
                           "build it again with this config")
     rows = training_set.rows(target)
     label = spec.label
-    folds = backtest_folds(rows["cutoff"].unique(), spec.horizon_days(config), settings.folds,
-                           settings.validation_cutoffs)
+    plan = plan_backtest(rows["cutoff"].unique(), spec.horizon_days(config), settings.folds, settings.validation_cutoffs)
     oracle, hidden = _oracle_columns(rows, truth, target)
     transitions = spec.transitions(config)
-    warnings: list[str] = []
+    params = params or settings.lightgbm
+    sizes = category_sizes(model_input)
     results = []
-    for fold in folds:
+    for fold in plan.folds:
         if progress:
             progress(f"{target}: {fold.describe()}")
-        train = rows[rows["cutoff"].isin(fold.train)]
-        valid = rows[rows["cutoff"].isin(fold.valid)]
-        test = rows[rows["cutoff"] == fold.test]
+        train, valid, test = fold.select(rows)
         for part, frame in (("training", train), ("validation", valid), ("test", test)):
             y = frame[label].to_numpy(dtype=int)
             if len(y) == 0 or y.min() == y.max():
                 raise TrainingDataError(
-                    f"{target}, fold {fold.index}: the {part} cutoffs hold {len(y):,} rows with "
-                    f"{int(y.sum()):,} positives; every fold needs both classes ({fold.describe()})")
-        model = fit_target_model(
-            target, train, valid, model_input, params or settings.lightgbm, seed=settings.seed,
-            calibration=settings.calibration, class_weight=settings.class_weight,
-            early_stopping_rounds=settings.early_stopping_rounds, threads=threads,
-        )
-        # The model carries its funnel, so a scorer rebuilds exactly the features it was trained on.
-        model.metadata_["funnel_config"] = config.model_dump(mode="json")
-        logistic = fit_logistic(train, model_input, target, seed=settings.seed)
+                    f"{target}, fold {fold.index}: the {part} rows are {len(y):,} with {int(y.sum()):,} positives; "
+                    f"every fold needs both classes ({fold.describe()})")
+        X_train, X_valid, X_test = (model_input.matrix_from_frame(f) for f in (train, valid, test))
+        y_train, y_valid = train[label].to_numpy(dtype=float), valid[label].to_numpy(dtype=float)
+        booster, best, merged = fit_booster(
+            X_train, y_train, model_input, params, valid=(X_valid, y_valid), seed=settings.seed,
+            class_weight=settings.class_weight, early_stopping_rounds=settings.early_stopping_rounds, threads=threads)
+        linear = LinearModel.fit(X_train, y_train, sizes, seed=settings.seed)
+        tree_valid = booster.predict(X_valid, raw_score=True, num_iteration=best)
+        tree_test = booster.predict(X_test, raw_score=True, num_iteration=best)
+        models, raw, p_test = {}, {}, {}
+        for learner, weight in LEARNERS.items():
+            model = TargetModel(
+                target=target, input_=model_input, booster_=booster, calibrator_=Calibrator(settings.calibration),
+                params_=_params(merged, settings), best_iteration_=best, linear_=linear if weight < 1 else None,
+                weight_=weight, metadata_={"funnel_config": config.model_dump(mode="json")})
+            model.calibrator_.fit(model.combine(tree_valid, X_valid), y_valid, model.segment(X_valid))
+            raw[learner] = model.combine(tree_test, X_test)
+            p_test[learner] = model.probability(raw[learner], X_test)
+            models[learner] = model
         heuristic = RecencyFrequency(config, target).fit(valid)
         scores = pd.DataFrame({
             "customer_id": test["customer_id"].astype(str).to_numpy(),
             "cutoff": test["cutoff"].array,
             "stage": test["stage"].astype(str).to_numpy(),
             "label": test[label].to_numpy(dtype=int),
-            "p_lightgbm": model.predict_proba(test),
-            "p_logistic": predict_logistic(logistic, test),
+            **{f"p_{learner}": p for learner, p in p_test.items()},
             "p_recency_frequency": heuristic.predict_proba(test),
         })
         if oracle is not None:
             scores["p_oracle"] = oracle.loc[test.index].to_numpy()
         if hidden is not None:
             scores["p_hidden_state"] = hidden.loc[test.index].to_numpy()
-        metrics = _score_all(scores)
-        per_transition = {}
+        results.append(FoldResult(fold=fold, metrics={}, transitions={}, scores=scores, models=models, raw=raw,
+                                  segment=models["lightgbm"].segment(X_test)))
+    metric = settings.champion_metric
+    selection = {learner: _mean([_metric(f.scores, learner, metric) for f in results]) for learner in settings.learners}
+    pick = min if metric in LOWER_IS_BETTER else max
+    learner = pick(selection, key=lambda name: (selection[name] if not np.isnan(selection[name]) else
+                                                (np.inf if metric in LOWER_IS_BETTER else -np.inf)))
+    for fr in results:
+        fr.scores.insert(4, f"p_{SELECTED}", fr.scores[f"p_{learner}"].to_numpy())
+        fr.model = fr.models[learner]
+        fr.metrics = _score_all(fr.scores)
         if transitions:
             for stage, name in transitions.items():
-                part = scores[scores["stage"] == stage]
+                part = fr.scores[fr.scores["stage"] == stage]
                 if len(part):
-                    per_transition[name] = _score_all(part)
-        results.append(FoldResult(fold=fold, metrics=metrics, transitions=per_transition, scores=scores, model=model))
+                    fr.transitions[name] = _score_all(part)
+    if progress:
+        progress(f"{target}: {learner} selected ({metric} {selection[learner]:.4f} over {len(results)} folds); "
+                 "refitting it on every labelled cutoff")
+    model, refit = _refit(rows, results, learner, plan, model_input, params, config, target, threads)
+    warnings = [f"{target}: {note}" for note in plan.notes]
     if oracle is not None and oracle.isna().any():
         warnings.append(f"{target}: {int(oracle.isna().sum()):,} labelled rows have no truth row; oracle metrics use the rest")
     y = rows[label].to_numpy(dtype=int)
-    return TargetBacktest(target=target, folds=results, rows=len(rows), positives=int(y.sum()), warnings=warnings)
+    return TargetBacktest(target=target, folds=results, rows=len(rows), positives=int(y.sum()), plan=plan,
+                          learner=learner, selection=selection, selection_metric=metric, model=model, refit=refit,
+                          warnings=warnings)
+
+
+def _refit(rows: pd.DataFrame, folds: list[FoldResult], learner: str, plan: BacktestPlan, model_input, params,
+           config: FunnelConfig, target: str, threads: int) -> tuple[TargetModel, dict[str, Any]]:
+    """The selected learner on every labelled row, with the folds' median boosting rounds, calibrated
+    on the out-of-fold scores of the most recent cutoffs."""
+    settings = config.training
+    label = TARGETS[target].label
+    rounds = max(1, int(np.median([f.models[learner].best_iteration_ for f in folds])))
+    X = model_input.matrix_from_frame(rows)
+    y = rows[label].to_numpy(dtype=float)
+    # A logistic-only model keeps a booster too (it has no weight in the score; the report's
+    # importance plots still show what the trees found).
+    booster, _, merged = fit_booster(X, y, model_input, params, rounds=rounds, seed=settings.seed,
+                                     class_weight=settings.class_weight, threads=threads)
+    weight = LEARNERS[learner]
+    linear = LinearModel.fit(X, y, category_sizes(model_input), seed=settings.seed) if weight < 1 else None
+    raw = np.concatenate([f.raw[learner] for f in folds])
+    labels = np.concatenate([f.scores["label"].to_numpy(dtype=float) for f in folds])
+    cutoffs = pd.concat([f.scores["cutoff"] for f in folds], ignore_index=True)
+    segment = None if folds[0].segment is None else np.concatenate([f.segment for f in folds])
+    if plan.in_time:  # every cutoff was tested: calibrate on the latest ones, as an out-of-time refit would
+        latest = sorted(cutoffs.unique())[-max(settings.validation_cutoffs, len(folds)):]
+        keep = cutoffs.isin(latest).to_numpy()
+        raw, labels, cutoffs = raw[keep], labels[keep], cutoffs[keep]
+        segment = None if segment is None else segment[keep]
+    calibrator = Calibrator(settings.calibration).fit(raw, labels, segment)
+    last = rows["cutoff"].max()
+    refit = {"learner": learner, "rounds": rounds, "rows": int(len(rows)), "cutoffs": int(rows["cutoff"].nunique()),
+             "last_training_cutoff": str(pd.Timestamp(last)), "calibration_rows": int(len(raw)),
+             "calibration_cutoffs": [str(pd.Timestamp(c)) for c in sorted(cutoffs.unique())],
+             "calibration_segments": sorted(calibrator.segments_), "estimate": plan.kind}
+    model = TargetModel(target=target, input_=model_input, booster_=booster, calibrator_=calibrator,
+                        params_=_params(merged, settings), best_iteration_=rounds, linear_=linear, weight_=weight,
+                        metadata_={"funnel_config": config.model_dump(mode="json"), "refit": refit})
+    return model, refit
+
+
+def _params(merged: dict[str, Any], settings) -> dict[str, Any]:
+    return {**merged, "seed": settings.seed, "calibration": settings.calibration,
+            "class_weight": settings.class_weight or "none"}
+
+
+def _metric(scores: pd.DataFrame, learner: str, metric: str) -> float:
+    return binary_metrics(scores["label"].to_numpy(), scores[f"p_{learner}"].to_numpy())[metric]
+
+
+def _mean(values: list[float]) -> float:
+    known = [v for v in values if not np.isnan(v)]
+    return float(np.mean(known)) if known else float("nan")
 
 
 def _score_all(scores: pd.DataFrame) -> dict[str, dict[str, float]]:

@@ -1,8 +1,9 @@
-"""Baselines fitted on exactly the rows and splits LightGBM gets, so its margin means something.
+"""The baseline fitted on exactly the rows and splits the learners get, so their margin means something.
 
-* **logistic regression** — a scikit-learn pipeline: median imputation with missing-value
-  indicators, a signed log transform (counts and days are heavy-tailed), standardisation, one-hot
-  categories, L2 logistic regression. A strong linear baseline, not a strawman.
+(The logistic model on the same inputs is no longer only a baseline: it is one of the learners the
+backtest chooses from, :mod:`funnelcast.training.linear`. Baselines written apart from funnelcast's
+feature code live in the quality suite, ``quality/baselines.py``.)
+
 * **recency/frequency heuristic** — what a retention team does without a model: rank customers by
   how recently and how often they were active (score = log1p(frequency) - log1p(recency); for churn
   the sign flips), turned into probabilities by isotonic calibration on the validation fold.
@@ -12,50 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
 from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from funnelcast.features.funnel import FunnelConfig
-from funnelcast.features.model_input import ModelInput
 from funnelcast.features.targets import TARGETS
-
-
-def _signed_log(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.log1p(np.abs(x))
-
-
-def fit_logistic(train: pd.DataFrame, model_input: ModelInput, target: str, seed: int = 0) -> Pipeline:
-    """The logistic-regression baseline on a training-set frame's model-input columns."""
-    vocab = model_input.categories
-    numeric = [c for c in model_input.columns if c not in vocab]
-    categorical = [c for c in model_input.columns if c in vocab]
-    pre = ColumnTransformer([
-        ("numeric", make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-                                  FunctionTransformer(_signed_log), StandardScaler()), numeric),
-        ("categorical", OneHotEncoder(categories=[vocab[c] for c in categorical], handle_unknown="ignore"), categorical),
-    ])
-    model = Pipeline([("prepare", pre), ("logistic", LogisticRegression(C=0.1, max_iter=300, random_state=seed))])
-    X = _frame(train, numeric, categorical)
-    model.fit(X, train[TARGETS[target].label].to_numpy(dtype=int))
-    return model
-
-
-def predict_logistic(model: Pipeline, frame: pd.DataFrame) -> np.ndarray:
-    """The logistic baseline's probabilities for a training-set frame."""
-    pre = model.named_steps["prepare"]
-    numeric, categorical = pre.transformers[0][2], pre.transformers[1][2]
-    return model.predict_proba(_frame(frame, numeric, categorical))[:, 1]
-
-
-def _frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
-    out = frame[numeric].astype("float64")
-    for c in categorical:
-        out[c] = frame[c].astype("string").astype(object).where(frame[c].notna(), "(missing)")
-    return out
 
 
 class RecencyFrequency:

@@ -41,6 +41,10 @@ def top_k_precision_recall(y: np.ndarray, p: np.ndarray, percent: float) -> tupl
     return float(hits / k), float(hits / positives) if positives else float("nan")
 
 
+LOWER_IS_BETTER = {"log_loss", "brier", "ece"}
+"""Metrics where a smaller value is better."""
+
+
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """The metric set reported for every model, fold and transition.
 

@@ -1,4 +1,5 @@
-"""The fitted model of one target: a LightGBM booster, its calibrator, and everything it saw at fit time.
+"""The fitted model of one target: a LightGBM booster, a logistic model, their blend weight, a
+stage-aware calibrator, and everything it saw at fit time.
 
 Conversion is **one model for every stage transition**, with the customer's current stage as a
 feature (``current_stage``), not one model per transition. Later transitions have far fewer rows
@@ -12,6 +13,21 @@ A :class:`TargetModel` carries the fitted :class:`~funnelcast.features.model_inp
 trained on (feature names, each attribute's kind and vocabulary, time zone, the funnel config's
 hash) and refuses a frame whose columns differ. The input contract turns rows into the float matrix
 LightGBM saw, so batch scoring, the HTTP service and the MLflow model share one path with training.
+
+**The learner is chosen by evidence.** A model's log-odds are ``w * booster + (1 - w) * linear``:
+``w = 1`` is LightGBM alone, ``w = 0`` the regularised logistic model (:mod:`.linear`) alone, and
+``w = 0.5`` their blend. The backtest fits all three on every fold and keeps the one with the best
+mean test score (:mod:`.backtest`); log-odds add, so reasons (per-column credits) add the same way.
+
+**Calibrated per stage.** One conversion model serves every transition, and one churn model every
+stage a customer can churn from; a single calibration map fitted on all rows is right on average and
+wrong inside the stages whose base rates differ most (on the simulator, 0.05 ECE on consideration →
+purchase). The :class:`Calibrator` therefore maps log-odds to a probability in two steps: a global
+monotone map (isotonic or sigmoid) on all held-out rows, then, for each stage with enough held-out
+rows of both classes, a Platt correction of that probability's logit (two numbers per stage). A stage
+with too few rows keeps the global map: two numbers fitted on a handful of rows would be noise.
+Ranking inside a stage is unchanged (the correction is monotone), so ROC-AUC within a transition is
+the model's, and calibration within it is the stage's own.
 """
 
 from __future__ import annotations
@@ -31,9 +47,17 @@ from sklearn.linear_model import LogisticRegression
 
 from funnelcast.features.model_input import ModelInput
 from funnelcast.features.targets import TARGETS
+from funnelcast.training.linear import LinearModel
 
-MODEL_FORMAT = 1
-"""Version of the files :meth:`TargetModel.save` writes."""
+MODEL_FORMAT = 2
+"""Version of the files :meth:`TargetModel.save` writes (format 1, LightGBM alone with one global
+calibration map, still loads)."""
+READABLE_FORMATS = (1, 2)
+
+SEGMENT_MIN_ROWS = 200
+SEGMENT_MIN_CLASS = 15
+"""A stage gets its own calibration correction with at least this many held-out rows, and this many of
+its rarer class; otherwise it keeps the global map."""
 
 PROBABILITY_FLOOR = 1e-4
 """Calibrated probabilities are kept in [floor, 1 - floor]: a validation block of all positives
@@ -48,11 +72,29 @@ class Calibrator:
         if method not in ("isotonic", "sigmoid"):
             raise ValueError(f"calibration method {method!r}: use 'isotonic' or 'sigmoid'")
         self.method = method
+        self.segments_: dict[int, tuple[float, float]] = {}
 
-    def fit(self, raw: np.ndarray, y: np.ndarray) -> Calibrator:
-        """Fit the map from raw scores (log-odds) to probabilities on held-out labels ``y``."""
+    def fit(self, raw: np.ndarray, y: np.ndarray, segment: np.ndarray | None = None) -> Calibrator:
+        """Fit the map from raw scores (log-odds) to probabilities on held-out labels ``y``; with
+        ``segment`` (each row's stage code, NaN for none), then a Platt correction per segment that
+        has enough rows of both classes."""
         raw = np.asarray(raw, dtype=float)
         y = np.asarray(y, dtype=float)
+        self._fit_global(raw, y)
+        self.segments_ = {}
+        if segment is not None:
+            logit = _logit(self._global(raw))
+            segment = np.asarray(segment, dtype=float)
+            for code in np.unique(segment[~np.isnan(segment)]):
+                rows = segment == code
+                positives = y[rows].sum()
+                if rows.sum() < SEGMENT_MIN_ROWS or min(positives, rows.sum() - positives) < SEGMENT_MIN_CLASS:
+                    continue
+                platt = LogisticRegression(C=1e6).fit(logit[rows].reshape(-1, 1), y[rows])
+                self.segments_[int(code)] = (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
+        return self
+
+    def _fit_global(self, raw: np.ndarray, y: np.ndarray) -> None:
         if self.method == "isotonic":
             iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
             # Centred isotonic regression: interpolate between the centres of isotonic's constant
@@ -70,22 +112,34 @@ class Calibrator:
             # Platt's map is expit(a * raw + b): kept as its two numbers (what scikit-learn's
             # predict_proba computes from them, to the bit), so it saves as JSON.
             self.coef_, self.intercept_ = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
-        return self
 
-    def predict(self, raw: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities of raw scores, kept inside [floor, 1 - floor]."""
-        raw = np.asarray(raw, dtype=float)
+    def _global(self, raw: np.ndarray) -> np.ndarray:
         if self.method == "isotonic":
             p = np.interp(raw, self.x_, self.y_)
         else:
             p = expit(raw * self.coef_ + self.intercept_)
         return np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
 
+    def predict(self, raw: np.ndarray, segment: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated probabilities of raw scores (with each row's segment, where the map has
+        per-segment corrections), kept inside [floor, 1 - floor]."""
+        p = self._global(np.asarray(raw, dtype=float))
+        if self.segments_ and segment is not None:
+            segment = np.asarray(segment, dtype=float)
+            logit = _logit(p)
+            for code, (a, b) in self.segments_.items():
+                rows = segment == code
+                if rows.any():
+                    p[rows] = expit(a * logit[rows] + b)
+            p = np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        return p
+
     def to_dict(self) -> dict[str, Any]:
         """The fitted map as plain JSON (floats round-trip exactly)."""
+        segments = {str(code): list(ab) for code, ab in self.segments_.items()}
         if self.method == "isotonic":
-            return {"method": "isotonic", "x": self.x_.tolist(), "y": self.y_.tolist()}
-        return {"method": "sigmoid", "coef": self.coef_, "intercept": self.intercept_}
+            return {"method": "isotonic", "x": self.x_.tolist(), "y": self.y_.tolist(), "segments": segments}
+        return {"method": "sigmoid", "coef": self.coef_, "intercept": self.intercept_, "segments": segments}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
@@ -96,12 +150,23 @@ class Calibrator:
             calibrator.y_ = np.asarray(data["y"], dtype=float)
         else:
             calibrator.coef_, calibrator.intercept_ = float(data["coef"]), float(data["intercept"])
+        calibrator.segments_ = {int(k): (float(a), float(b)) for k, (a, b) in data.get("segments", {}).items()}
         return calibrator
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p) - np.log1p(-p)
+
+
+LEARNERS = {"lightgbm": 1.0, "logistic": 0.0, "blend": 0.5}
+"""Each learner the backtest can choose, as the booster's weight in the model's log-odds."""
+STAGE_COLUMN = "current_stage"
 
 
 @dataclass
 class TargetModel:
-    """A calibrated LightGBM model for one target, and the input contract it was fitted on."""
+    """A calibrated model for one target (LightGBM, logistic or their blend), and the input contract
+    it was fitted on."""
 
     target: str
     input_: ModelInput
@@ -110,6 +175,9 @@ class TargetModel:
     params_: dict[str, Any]
     best_iteration_: int
     metadata_: dict[str, Any] = field(default_factory=dict)
+    linear_: LinearModel | None = None
+    weight_: float = 1.0
+    """The booster's weight in the log-odds; the logistic model has ``1 - weight_``."""
 
     @property
     def feature_names_(self) -> list[str]:
@@ -126,22 +194,57 @@ class TargetModel:
         """The funnel config data hash the behaviour features were built under."""
         return self.input_.config_hash
 
+    @property
+    def learner_(self) -> str:
+        """``lightgbm``, ``logistic`` or ``blend``."""
+        return next((name for name, w in LEARNERS.items() if w == self.weight_), f"blend {self.weight_:g}")
+
+    @property
+    def uses_booster(self) -> bool:
+        """Whether the booster's log-odds count (a logistic-only model skips it when scoring)."""
+        return self.weight_ > 0
+
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The model's input matrix from a frame of features (:meth:`ModelInput.matrix_from_frame`)."""
         return self.input_.matrix_from_frame(frame)
 
-    def raw_score(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
-        """Log-odds from the booster at its best iteration."""
+    def booster_raw(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """The booster's log-odds at its best iteration."""
         return self.booster_.predict(X, raw_score=True, num_iteration=self.best_iteration_, num_threads=num_threads)
+
+    def combine(self, booster_raw: np.ndarray | None, X: np.ndarray) -> np.ndarray:
+        """The model's log-odds from the booster's (None when :attr:`uses_booster` is false) and the matrix."""
+        raw = 0.0 if booster_raw is None or not self.uses_booster else self.weight_ * np.asarray(booster_raw, dtype=float)
+        if self.linear_ is not None and self.weight_ < 1:
+            raw = raw + (1 - self.weight_) * self.linear_.raw_score(X)
+        return np.broadcast_to(raw, (len(X),)).astype(float)
+
+    def raw_score(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """The model's log-odds (before calibration)."""
+        return self.combine(self.booster_raw(X, num_threads) if self.uses_booster else None, X)
+
+    def segment(self, X: np.ndarray) -> np.ndarray | None:
+        """Each row's calibration segment (its stage code), or None when the input has no stage."""
+        names = self.input_.columns
+        return X[:, names.index(STAGE_COLUMN)] if STAGE_COLUMN in names else None
 
     def predict_proba(self, frame: pd.DataFrame | np.ndarray, num_threads: int = 0) -> np.ndarray:
         """Calibrated probability of the target for each row (of a feature frame or the model's matrix)."""
         X = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
-        return self.probability(self.raw_score(X, num_threads=num_threads))
+        return self.probability(self.raw_score(X, num_threads=num_threads), X)
 
-    def probability(self, raw: np.ndarray) -> np.ndarray:
-        """Calibrated probability of raw scores (log-odds) from :meth:`raw_score`."""
-        return self.calibrator_.predict(raw)
+    def probability(self, raw: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated probability of log-odds from :meth:`raw_score`; ``X`` (the same rows' matrix)
+        gives each row's stage for the per-stage corrections."""
+        return self.calibrator_.predict(raw, None if X is None else self.segment(X))
+
+    def credits(self, booster_credit: np.ndarray | None, X: np.ndarray) -> np.ndarray:
+        """Per row and input column, its push on the log-odds: the booster's (from
+        :mod:`funnelcast.serving.attribution`) and the logistic model's, each times its weight."""
+        out = np.zeros(X.shape) if booster_credit is None or not self.uses_booster else self.weight_ * booster_credit
+        if self.linear_ is not None and self.weight_ < 1:
+            out = out + (1 - self.weight_) * self.linear_.contributions(X)
+        return out
 
     # ---- files: nothing that executes on load ------------------------------------------------------
     BOOSTER_FILE = "booster.txt"
@@ -149,7 +252,7 @@ class TargetModel:
 
     def save(self, folder: str | Path) -> dict[str, Path]:
         """Write the model as LightGBM's own text model and one JSON file (input contract, calibrator,
-        parameters, metadata); returns the paths by role (``booster``, ``model``)."""
+        logistic model, blend weight, parameters, metadata); returns the paths by role (``booster``, ``model``)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = {"booster": folder / self.BOOSTER_FILE, "model": folder / self.MODEL_FILE}
@@ -157,6 +260,7 @@ class TargetModel:
         paths["model"].write_text(json.dumps({
             "format": MODEL_FORMAT, "target": self.target, "input": self.input_.to_dict(),
             "calibrator": self.calibrator_.to_dict(), "params": self.params_, "best_iteration": self.best_iteration_,
+            "linear": None if self.linear_ is None else self.linear_.to_dict(), "weight": self.weight_,
             "metadata": self.metadata_,
         }, default=_plain))  # key order kept: the funnel config's dict order is its feature columns' order
         return paths
@@ -166,16 +270,18 @@ class TargetModel:
         """The model :meth:`save` wrote. Raises ``ValueError`` (a format or content problem) or
         ``OSError``; nothing in the files is executed."""
         data = json.loads(Path(model).read_text())
-        if data.get("format") != MODEL_FORMAT:
+        if data.get("format") not in READABLE_FORMATS:
             raise ValueError(f"{Path(model).name} is not a funnelcast model of format {MODEL_FORMAT} "
                              f"(format {data.get('format')!r})")
         try:
             booster_ = lgb.Booster(model_file=str(booster))
         except lgb.basic.LightGBMError as exc:
             raise ValueError(f"{Path(booster).name} is not a LightGBM model: {exc}") from None
+        linear = data.get("linear")
         return cls(target=data["target"], input_=ModelInput.from_dict(data["input"]), booster_=booster_,
                    calibrator_=Calibrator.from_dict(data["calibrator"]), params_=data["params"],
-                   best_iteration_=int(data["best_iteration"]), metadata_=data["metadata"])
+                   best_iteration_=int(data["best_iteration"]), metadata_=data["metadata"],
+                   linear_=None if linear is None else LinearModel.from_dict(linear), weight_=float(data.get("weight", 1.0)))
 
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -208,33 +314,38 @@ def training_threads(threads: int = 0) -> int | None:
     return int(env) if env.isdigit() and int(env) > 0 else None
 
 
-def fit_target_model(
-    target: str,
-    train: pd.DataFrame,
-    valid: pd.DataFrame,
+def category_sizes(model_input: ModelInput) -> dict[int, int]:
+    """Matrix column index -> vocabulary size, for the category attributes of an input contract."""
+    names = list(model_input.columns)
+    return {names.index(c): len(v) for c, v in model_input.categories.items()}
+
+
+def fit_booster(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
     model_input: ModelInput,
     params: dict[str, Any] | None = None,
     *,
+    valid: tuple[np.ndarray, np.ndarray] | None = None,
+    rounds: int | None = None,
     seed: int = 0,
-    calibration: str = "isotonic",
     class_weight: str | None = None,
     early_stopping_rounds: int = 50,
     threads: int = 0,
-) -> TargetModel:
-    """Fit LightGBM on ``train`` with early stopping on ``valid``, then calibrate on ``valid``.
+) -> tuple[lgb.Booster, int, dict[str, Any]]:
+    """LightGBM on a model matrix: early-stopped on ``valid`` (matrix, labels), or exactly ``rounds``
+    trees without a validation set (a refit). Returns the booster, its best iteration and the
+    parameters used.
 
-    Both are training-set frames; ``model_input`` turns them into matrices (and is kept with the
-    model). ``class_weight='balanced'`` up-weights positives by the negative/positive ratio
-    (LightGBM's ``scale_pos_weight``); calibration on the unweighted validation fold then restores
-    probabilities. A fixed ``seed`` (with LightGBM's deterministic mode) makes the fit reproducible;
-    ``threads`` (0: ``$FUNNELCAST_THREADS``, else every core) sets LightGBM's threads.
+    ``class_weight='balanced'`` up-weights positives by the negative/positive ratio (LightGBM's
+    ``scale_pos_weight``); calibration on unweighted held-out rows then restores probabilities. A
+    fixed ``seed`` (with LightGBM's deterministic mode) makes the fit reproducible.
     """
-    label = TARGETS[target].label
-    y_train = train[label].to_numpy(dtype=float)
-    y_valid = valid[label].to_numpy(dtype=float)
-    X_train = model_input.matrix_from_frame(train)
-    X_valid = model_input.matrix_from_frame(valid)
+    if (valid is None) == (rounds is None):
+        raise ValueError("fit_booster needs either a validation set (early stopping) or a number of rounds")
     merged = {**DEFAULT_PARAMS, **(params or {})}
+    if rounds is not None:
+        merged["n_estimators"] = int(rounds)
     if class_weight == "balanced":
         pos = max(y_train.sum(), 1.0)
         merged["scale_pos_weight"] = float((len(y_train) - pos) / pos)
@@ -244,18 +355,50 @@ def fit_target_model(
     )
     features = list(model_input.columns)
     categorical = [j for j, c in enumerate(features) if c in model_input.categories]
-    clf.fit(
-        X_train, y_train, eval_X=(X_valid,), eval_y=(y_valid,), eval_metric="binary_logloss",
-        feature_name=features, categorical_feature=categorical or "auto",
-        callbacks=[lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)],
-    )
+    fit_args: dict[str, Any] = {"feature_name": features, "categorical_feature": categorical or "auto"}
+    if valid is not None:
+        fit_args |= {"eval_X": (valid[0],), "eval_y": (valid[1],), "eval_metric": "binary_logloss",
+                     "callbacks": [lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)]}
+    clf.fit(X_train, y_train, **fit_args)
     booster = clf.booster_
-    best = int(clf.best_iteration_ or booster.current_iteration())
-    raw_valid = booster.predict(X_valid, raw_score=True, num_iteration=best)
-    calibrator = Calibrator(calibration).fit(raw_valid, y_valid)
-    return TargetModel(
-        target=target, input_=model_input, booster_=booster,
-        calibrator_=calibrator, params_={**merged, "seed": seed, "calibration": calibration,
-                                          "class_weight": class_weight or "none"},
-        best_iteration_=best,
+    best = int(clf.best_iteration_ or booster.current_iteration()) if valid is not None else booster.current_iteration()
+    return booster, best, merged
+
+
+def fit_target_model(
+    target: str,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    model_input: ModelInput,
+    params: dict[str, Any] | None = None,
+    *,
+    learner: str = "lightgbm",
+    seed: int = 0,
+    calibration: str = "isotonic",
+    class_weight: str | None = None,
+    early_stopping_rounds: int = 50,
+    threads: int = 0,
+) -> TargetModel:
+    """Fit ``learner`` (``lightgbm``, ``logistic`` or ``blend``) on ``train``, LightGBM with early
+    stopping on ``valid``, then calibrate per stage on ``valid``.
+
+    Both are training-set frames; ``model_input`` turns them into matrices (and is kept with the
+    model). ``threads`` (0: ``$FUNNELCAST_THREADS``, else every core) sets LightGBM's threads.
+    """
+    label = TARGETS[target].label
+    y_train = train[label].to_numpy(dtype=float)
+    y_valid = valid[label].to_numpy(dtype=float)
+    X_train = model_input.matrix_from_frame(train)
+    X_valid = model_input.matrix_from_frame(valid)
+    booster, best, merged = fit_booster(
+        X_train, y_train, model_input, params, valid=(X_valid, y_valid), seed=seed, class_weight=class_weight,
+        early_stopping_rounds=early_stopping_rounds, threads=threads)
+    weight = LEARNERS[learner]
+    linear = LinearModel.fit(X_train, y_train, category_sizes(model_input), seed=seed) if weight < 1 else None
+    model = TargetModel(
+        target=target, input_=model_input, booster_=booster, calibrator_=Calibrator(calibration), best_iteration_=best,
+        params_={**merged, "seed": seed, "calibration": calibration, "class_weight": class_weight or "none"},
+        linear_=linear, weight_=weight,
     )
+    model.calibrator_.fit(model.raw_score(X_valid), y_valid, model.segment(X_valid))
+    return model

@@ -31,7 +31,7 @@ METRIC_COLUMNS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top_decile_l
 BACKTEST_COLUMNS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top_decile_lift")
 MISSING = "–"
 DPI = 110
-COLOURS = {"lightgbm": "#1f77b4", "logistic": "#ff7f0e", "recency_frequency": "#2ca02c", "oracle": "#7f7f7f", "hidden_state": "#bbbbbb"}
+COLOURS = {"funnelcast": "#1f77b4", "lightgbm": "#17becf", "logistic": "#ff7f0e", "blend": "#9467bd", "recency_frequency": "#2ca02c", "oracle": "#7f7f7f", "hidden_state": "#bbbbbb"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def plot_feature_importance(model: TargetModel, path: Path, top: int = 20) -> Pa
     order = np.argsort(-gain, kind="stable")[:top][::-1]  # largest at the top of the chart
     fig = _figure(8, max(2.5, 0.32 * len(order) + 1.2))
     ax = fig.add_subplot()
-    ax.barh(np.arange(len(order)), gain[order], color=COLOURS["lightgbm"])
+    ax.barh(np.arange(len(order)), gain[order], color=COLOURS["funnelcast"])
     ax.set_yticks(np.arange(len(order)), labels=[str(n) for n in names[order]], fontsize=8)
     ax.set_xlabel("total gain (loss reduction summed over splits)")
     ax.set_title(f"{model.target}: top {len(order)} features by gain")
@@ -156,7 +156,7 @@ def plot_shap_summary(model: TargetModel, frame: pd.DataFrame, path: Path, top: 
 
 def plot_calibration(scores: pd.DataFrame, path: Path, bins: int = 10) -> Path:
     """Reliability diagram (observed positive rate vs mean predicted probability in ``bins``
-    equal-count bins) of every ``p_<model>`` column, with a histogram of LightGBM's scores below."""
+    equal-count bins) of every ``p_<model>`` column, with a histogram of the selected learner's scores below."""
     from sklearn.calibration import calibration_curve
 
     fig = _figure(7, 7)
@@ -175,11 +175,11 @@ def plot_calibration(scores: pd.DataFrame, path: Path, bins: int = 10) -> Path:
     top.set_ylim(0, 1)
     top.grid(alpha=0.3)
     top.legend(loc="upper left", fontsize=8)
-    if "p_lightgbm" in scores:
-        _, p = _labelled(scores, "p_lightgbm")
-        bottom.hist(p, bins=50, range=(0, 1), color=COLOURS["lightgbm"])
+    if "p_funnelcast" in scores:
+        _, p = _labelled(scores, "p_funnelcast")
+        bottom.hist(p, bins=50, range=(0, 1), color=COLOURS["funnelcast"])
     bottom.set_xlabel("predicted probability")
-    bottom.set_ylabel("customers (lightgbm)")
+    bottom.set_ylabel("customers (funnelcast)")
     bottom.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -299,19 +299,40 @@ def _metrics_section(backtest: TargetBacktest) -> str:
     rows = [[html.escape(name)] + [_metric(m.get(c)) for c in METRIC_COLUMNS] for name, m in metrics.items()]
     blank = [""] * (len(METRIC_COLUMNS) - 1)
     auc = {name: m.get("roc_auc", float("nan")) for name, m in metrics.items()}
-    if "lightgbm" in auc:
-        for other in ("logistic", "recency_frequency"):
-            if other in auc:
-                rows.append([html.escape(f"lightgbm − {other}"), _signed(auc["lightgbm"] - auc[other]), *blank])
+    if "funnelcast" in auc:
+        for other in ("lightgbm", "logistic", "blend", "recency_frequency"):
+            if other in auc and other != backtest.learner:
+                rows.append([html.escape(f"funnelcast − {other}"), _signed(auc["funnelcast"] - auc[other]), *blank])
         if "oracle" in auc:
-            rows.append([html.escape("gap to oracle"), _signed(auc["oracle"] - auc["lightgbm"]), *blank])
-    note = ("<p class=\"note\">Margin rows are ROC-AUC differences. The oracle is the simulator's true "
+            rows.append([html.escape("gap to oracle"), _signed(auc["oracle"] - auc["funnelcast"]), *blank])
+    note = ("<p class=\"note\">funnelcast is the learner the backtest selected "
+            f"({html.escape(backtest.learner)}). Margin rows are ROC-AUC differences. The oracle is the simulator's true "
             "probability given the customer's event history (the best any model of the log can do): the gap to it "
             "is what a better model could still gain. hidden_state is the true probability given the customer's "
             "hidden state, which no model of the log can see: a ceiling, not a target.</p>")
     return ("<h2>Test metrics (latest fold)</h2>"
             f"<p>{html.escape(backtest.latest.fold.describe())}</p>"
             + _table(["model", *METRIC_COLUMNS], rows) + note)
+
+
+def _model_section(backtest: TargetBacktest) -> str:
+    """How quality was estimated, which learner was selected and how the registered model was refitted."""
+    refit = backtest.refit
+    metric = backtest.selection_metric
+    rows = [[html.escape(name), _metric(value), "selected" if name == backtest.learner else ""]
+            for name, value in backtest.selection.items()]
+    estimate = ("out-of-time: every fold tests on a later cutoff than it trained on" if backtest.kind == "out-of-time"
+                else "IN-TIME: no out-of-time fold fits this history, so each fold tests on customers it did not train "
+                     "on at the same cutoffs (optimistic where behaviour drifts)")
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in backtest.notes)
+    return (f"<h2>Model</h2><p>Quality estimate: {html.escape(estimate)}.</p>"
+            + (f'<ul class="warnings">{notes}</ul>' if notes else "")
+            + _table(["learner", f"mean test {metric} over {len(backtest.folds)} folds", ""], rows)
+            + f"<p>The registered model is {html.escape(backtest.learner)} refitted on all {refit['rows']:,} labelled rows "
+              f"({refit['cutoffs']} cutoffs up to {html.escape(refit['last_training_cutoff'][:10])}) with "
+              f"{refit['rounds']} boosting rounds (the folds' median), calibrated on {refit['calibration_rows']:,} "
+              f"out-of-fold scores at {len(refit['calibration_cutoffs'])} recent cutoffs, with its own correction for "
+              f"{len(refit['calibration_segments'])} stage(s).</p>")
 
 
 def _backtest_section(backtest: TargetBacktest) -> str:
@@ -353,7 +374,7 @@ def _targeting_sentence(table: pd.DataFrame, target: str) -> str:
 
 def _targeting_section(backtest: TargetBacktest) -> str:
     scores = backtest.latest.scores
-    y, p = _labelled(scores, "p_lightgbm")
+    y, p = _labelled(scores, "p_funnelcast")
     table = targeting_table(y, p)
     columns = {
         "top_percent": ("contact top %", _percent),
@@ -370,7 +391,7 @@ def _targeting_section(backtest: TargetBacktest) -> str:
 
 
 def _deciles_section(backtest: TargetBacktest) -> str:
-    y, p = _labelled(backtest.latest.scores, "p_lightgbm")
+    y, p = _labelled(backtest.latest.scores, "p_funnelcast")
     columns = {
         "decile": ("decile", _count),
         "customers": ("customers", _count),
@@ -437,6 +458,7 @@ def write_report(backtest: TargetBacktest, path: Path, *, title: str, images: di
     if backtest.warnings:
         items = "".join(f"<li>{html.escape(w)}</li>" for w in backtest.warnings)
         parts.append(f'<ul class="warnings">{items}</ul>')
+    parts.append(_model_section(backtest))
     parts.append(_metrics_section(backtest))
     parts.append(_backtest_section(backtest))
     if transitions:

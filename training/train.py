@@ -20,13 +20,12 @@ from funnelcast.features.funnel import FunnelConfig
 from funnelcast.features.model_input import SchemaError
 from funnelcast.features.snapshots import TrainingSet
 from funnelcast.features.targets import TARGETS
-from funnelcast.training.backtest import MODELS, TargetBacktest, latest_test_rows, readiness_problem, run_backtest
+from funnelcast.training.backtest import MODELS, SELECTED, TargetBacktest, latest_test_rows, readiness_problem, run_backtest
 from funnelcast.training.errors import TrackingError
-from funnelcast.training.metrics import binary_metrics
-from funnelcast.training.splits import backtest_folds
+from funnelcast.training.metrics import LOWER_IS_BETTER, binary_metrics
+from funnelcast.training.splits import plan_backtest
 
 HEADLINE = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top_decile_lift")
-LOWER_IS_BETTER = {"log_loss", "brier", "ece"}
 
 
 @dataclass
@@ -49,6 +48,11 @@ class TargetResult:
     decision: Decision
     report: Path
     tuned: dict[str, Any] | None = None
+
+    @property
+    def model(self):
+        """The registered model: the selected learner refitted on every labelled cutoff."""
+        return self.backtest.model
 
 
 @dataclass
@@ -92,8 +96,8 @@ def data_summary(table: pd.DataFrame, events: pd.DataFrame | None = None, custom
 
 
 def decide(new_score: float, champion_score: float | None, metric: str, tolerance: float, force: bool,
-           champion_version: str | None = None, problem: str | None = None) -> Decision:
-    """Champion unless worse than the current champion, on the same fold, by more than ``tolerance``."""
+           champion_version: str | None = None, problem: str | None = None, how: str = "on the same latest fold") -> Decision:
+    """Champion unless worse than the current champion by more than ``tolerance``, compared as ``how`` says."""
     if force:
         return Decision("champion", "promoted with --force", new_score, champion_version, champion_score)
     if champion_version is None:
@@ -102,8 +106,8 @@ def decide(new_score: float, champion_score: float | None, metric: str, toleranc
         return Decision("challenger", f"the champion (version {champion_version}) could not be compared: {problem}; "
                         "use --force to promote", new_score, champion_version)
     worse_by = (new_score - champion_score) if metric in LOWER_IS_BETTER else (champion_score - new_score)
-    verdict = (f"test {metric} {new_score:.4f} vs champion version {champion_version}'s {champion_score:.4f} on the same "
-               f"latest fold (tolerance {tolerance})")
+    verdict = (f"test {metric} {new_score:.4f} vs champion version {champion_version}'s {champion_score:.4f} {how} "
+               f"(tolerance {tolerance})")
     if worse_by > tolerance:
         return Decision("challenger", f"worse than the champion beyond the tolerance: {verdict}", new_score,
                         champion_version, champion_score)
@@ -177,7 +181,9 @@ def train(
                 version = tracking.log_model(backtest.model, training_set.rows(target), name, tags={
                     "target": target, "trained_at": trained_at, "test_cutoff": str(backtest.latest.fold.test),
                     "input_hash": summary["input_hash"], "run_id": run_id, "config_hash": backtest.model.config_hash_,
-                    **{f"test_{m}": f"{backtest.latest.metrics['lightgbm'][m]:.6f}" for m in HEADLINE},
+                    "learner": backtest.learner, "estimate": backtest.kind,
+                    "last_training_cutoff": backtest.refit["last_training_cutoff"],
+                    **{f"test_{m}": f"{backtest.latest.metrics[SELECTED][m]:.6f}" for m in HEADLINE},
                 })
                 tracking.set_alias(name, decision.alias, version.version)
                 _log_backtest(backtest, config, target, params, summary)
@@ -204,9 +210,9 @@ def _tune(training_set, target, config, params, trials, threads, say):
 
     settings = config.training
     rows = training_set.rows(target)
-    fold = backtest_folds(rows["cutoff"].unique(), TARGETS[target].horizon_days(config), settings.folds,
-                          settings.validation_cutoffs)[-1]
-    train_rows, valid_rows = rows[rows["cutoff"].isin(fold.train)], rows[rows["cutoff"].isin(fold.valid)]
+    fold = plan_backtest(rows["cutoff"].unique(), TARGETS[target].horizon_days(config), settings.folds,
+                         settings.validation_cutoffs).folds[-1]
+    train_rows, valid_rows, _ = fold.select(rows)
 
     def on_trial(number, trial_params, value):
         say(f"{target}: tuning trial {number + 1}/{trials}, validation log loss {value:.4f}")
@@ -222,23 +228,56 @@ def _tune(training_set, target, config, params, trials, threads, say):
 
 
 def _compare_with_champion(training_set, target, backtest, name, config, force) -> Decision:
-    """Score the current champion on this run's latest test cutoff and decide the new version's alias."""
+    """Compare like with like, and decide the new version's alias.
+
+    The new version is a refit on every labelled cutoff, so no cutoff is unseen by it; what can be
+    compared fairly is the *procedure*. Where the backtest tested cutoffs later than the champion's
+    last training cutoff, the champion is scored on those rows beside the backtest's out-of-fold
+    scores there: both are predictions of cutoffs neither model trained on. Otherwise (the champion
+    trained on the same or later data) the two runs' backtests are compared on the same latest test
+    cutoff, from the champion's recorded test score.
+    """
     from funnelcast.training import tracking
 
     settings = config.training
     metric = settings.champion_metric
-    new_score = backtest.latest.metrics["lightgbm"][metric]
+    new_score = backtest.latest.metrics[SELECTED][metric]
     champion_version = tracking.alias_version(name, tracking.CHAMPION)
     if champion_version is None or force:
         return decide(new_score, None, metric, settings.champion_tolerance, force, champion_version)
-    test = latest_test_rows(training_set, backtest)
     try:
-        _, champion = tracking.load_model(name, tracking.CHAMPION)
-        p = champion.predict_proba(test)
+        version, champion = tracking.load_model(name, tracking.CHAMPION)
     except (SchemaError, TrackingError) as exc:
         return decide(new_score, None, metric, settings.champion_tolerance, False, champion_version, problem=str(exc))
-    champion_score = binary_metrics(test[TARGETS[target].label].to_numpy(dtype=int), p)[metric]
-    return decide(new_score, champion_score, metric, settings.champion_tolerance, False, champion_version)
+    seen_until = champion.metadata_.get("refit", {}).get("last_training_cutoff")
+    folds = [f for f in backtest.folds if not f.fold.in_time]
+    if seen_until is not None:
+        unseen = [f for f in folds if f.fold.test > pd.Timestamp(seen_until)]
+    else:  # a model from before refits: it was trained on cutoffs before its own backtest's latest test cutoff
+        unseen = folds[-1:]
+    if unseen:
+        rows = training_set.rows(target)
+        test = rows[rows["cutoff"].isin([f.fold.test for f in unseen])]
+        try:
+            p = champion.predict_proba(test)
+        except SchemaError as exc:
+            return decide(new_score, None, metric, settings.champion_tolerance, False, champion_version, problem=str(exc))
+        scores = pd.concat([f.scores for f in unseen], ignore_index=True)
+        new_score = binary_metrics(scores["label"].to_numpy(), scores[f"p_{SELECTED}"].to_numpy())[metric]
+        champion_score = binary_metrics(test[TARGETS[target].label].to_numpy(dtype=int), p)[metric]
+        how = (f"on the {len(test):,} rows of {len(unseen)} test cutoff{'s' if len(unseen) > 1 else ''} "
+               f"({', '.join(f'{f.fold.test:%Y-%m-%d}' for f in unseen)}) that neither the champion nor this backtest's "
+               "fold models trained on")
+        return decide(new_score, champion_score, metric, settings.champion_tolerance, False, champion_version, how=how)
+    tags = tracking.version_info(name, version)
+    recorded = tags.get(f"test_{metric}")
+    if recorded is None or tags.get("test_cutoff") != str(backtest.latest.fold.test):
+        return decide(new_score, None, metric, settings.champion_tolerance, False, champion_version,
+                      problem=f"it trained on cutoffs up to {seen_until}, as late as this data's latest test cutoff, and its "
+                              "backtest tested another cutoff, so nothing compares like with like")
+    how = (f"both runs' backtests on the same latest test cutoff {backtest.latest.fold.test:%Y-%m-%d} (the champion "
+           "trained on the same or later data, so no cutoff is unseen by it)")
+    return decide(new_score, float(recorded), metric, settings.champion_tolerance, False, champion_version, how=how)
 
 
 def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, params: dict, summary: dict) -> None:
@@ -249,13 +288,18 @@ def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, p
         "target": target, "horizon_days": TARGETS[target].horizon_days(config), "calibration": config.training.calibration,
         "class_weight": config.training.class_weight or "none", "seed": config.training.seed,
         "folds": len(backtest.folds), "validation_cutoffs": config.training.validation_cutoffs,
-        "features": len(model.feature_names_), "best_iteration": model.best_iteration_,
+        "features": len(model.feature_names_), "learner": backtest.learner, "estimate": backtest.kind,
+        "selection_metric": backtest.selection_metric, "refit_rounds": backtest.refit["rounds"],
+        "refit_rows": backtest.refit["rows"], "refit_cutoffs": backtest.refit["cutoffs"],
+        "calibration_rows": backtest.refit["calibration_rows"],
         **{f"lgbm_{k}": v for k, v in params.items()},
     })
+    if backtest.notes:
+        tracking.set_tags({"funnelcast.estimate_notes": " | ".join(backtest.notes)[:5000]})
     metrics: dict[str, float] = {}
     latest = backtest.latest
     for m in HEADLINE:
-        metrics[f"test_{m}"] = latest.metrics["lightgbm"][m]
+        metrics[f"test_{m}"] = latest.metrics[SELECTED][m]
     for name, values in latest.metrics.items():
         for m, v in values.items():
             metrics[tracking.metric_key("test", name, m)] = v
@@ -274,8 +318,12 @@ def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, p
     for name, values in backtest.summary().items():
         for m, v in values.items():
             metrics[tracking.metric_key("backtest", name, m)] = v
+    for learner, value in backtest.selection.items():
+        metrics[tracking.metric_key("selection", learner, backtest.selection_metric)] = value
     tracking.log_metrics(metrics)
-    tracking.log_dict({"folds": [fr.fold.describe() for fr in backtest.folds],
+    tracking.log_dict({"estimate": backtest.kind, "notes": backtest.notes, "learner": backtest.learner,
+                       "selection": backtest.selection, "refit": backtest.refit,
+                       "folds": [fr.fold.describe() for fr in backtest.folds],
                        "label_rows": backtest.rows, "label_positives": backtest.positives, **summary},
                       f"{target}_data_summary.json")
 
@@ -300,7 +348,9 @@ def _entries(result: TrainingResult) -> dict[str, dict[str, Any]]:
         common = {
             "mlflow_run_id": tr.run_id, "registered_model": tr.model_name, "model_version": tr.version,
             "alias": tr.decision.alias, "decision": tr.decision.reason, "report": str(tr.report),
-            "test_cutoff": str(latest.fold.test),
+            "test_cutoff": str(latest.fold.test), "learner": tr.backtest.learner, "estimate": tr.backtest.kind,
+            "estimate_notes": tr.backtest.notes, "refit": tr.backtest.refit,
+            "selection": {f"{k}_{tr.backtest.selection_metric}": _num(v) for k, v in tr.backtest.selection.items()},
         }
         entries[target] = {**_metric_entry(latest.metrics), **_backtest_entry(tr.backtest), **common}
         for transition, per_model in latest.transitions.items():
@@ -311,7 +361,7 @@ def _entries(result: TrainingResult) -> dict[str, dict[str, Any]]:
 
 
 def _metric_entry(per_model: dict[str, dict[str, float]]) -> dict[str, Any]:
-    lgbm = per_model["lightgbm"]
+    lgbm = per_model[SELECTED]
     out: dict[str, Any] = {f"test_{m}": _num(lgbm[m]) for m in HEADLINE}
     out["test_rows"] = int(lgbm["rows"])
     out["test_positives"] = int(lgbm["positives"])
@@ -334,7 +384,7 @@ def _metric_entry(per_model: dict[str, dict[str, float]]) -> dict[str, Any]:
 
 
 def _backtest_entry(backtest: TargetBacktest) -> dict[str, Any]:
-    summary = backtest.summary()["lightgbm"]
+    summary = backtest.summary()[SELECTED]
     out = {"backtest_folds": len(backtest.folds)}
     for m in HEADLINE:
         out[f"backtest_{m}_mean"] = _num(summary[f"{m}_mean"])
