@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-output
 
-.PHONY: demo test bench lock clean
+.PHONY: demo test bench quality lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_serving.py
+
+# The quality suite (not part of `make test`): the product beside independent baselines on several
+# unlike data sets; writes quality-results/quality.json. QUALITY_ARGS="--quick --datasets cdnow" etc.
+quality: $(STAMP)
+	$(BIN)/python -m quality.run $(QUALITY_ARGS)
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: $(STAMP)

@@ -146,8 +146,12 @@ def test_a_payload_scores_like_the_event_source(scorer, source):
         one = scorer.score_arrays(arr, t, encoded)
         i = int(np.flatnonzero(arrays.customer_ids == cid)[0])
         for target in scorer.models:
-            np.testing.assert_array_equal(one.probability(target), base.probability(target)[i:i + 1])
-        assert one.reasons[0] == base.reasons[i]
+            # The same features bit for bit; the logistic part's log1p runs vectorised (SIMD) over a batch and
+            # not over one row, which can differ in the last bits: the same probability to 1e-9.
+            np.testing.assert_allclose(one.probability(target), base.probability(target)[i:i + 1], rtol=1e-9, atol=0)
+        assert [r["feature"] for r in one.reasons[0]] == [r["feature"] for r in base.reasons[i]]
+        for mine, theirs in zip(one.reasons[0], base.reasons[i]):
+            assert mine["contribution"] == pytest.approx(theirs["contribution"], abs=1.5e-6)  # rounded to 6 places
         checked += 1
     assert checked == 25
 
@@ -291,8 +295,9 @@ def test_reasons_for_one_customer_state_different_facts(scorer, source):
         assert len(facts) == len(set(facts)) <= 3
         credits = [r["contribution"] for r in reasons]
         assert credits == sorted(credits, reverse=True) and min(credits) >= scorer.config.serving.min_reason_credit
-    # Some scores have no material push up at all: no reason is better than noise.
-    assert any(not r for r, why in zip(scored.reasons, scored.reasons_for, strict=True) if why is not None)
+    # Immaterial pushes are no reasons: some customers get fewer than the reasons asked for (every score has
+    # hundreds of small pushes, so without the floor every explained customer would get all of them).
+    assert any(len(r) < scorer.config.serving.reasons for r in explained)
 
 
 def test_direction_a_support_ticket_burst_and_silence_raise_churn(scorer):

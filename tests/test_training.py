@@ -14,6 +14,7 @@ from funnelcast.features.funnel import FunnelConfig
 from funnelcast.features.snapshots import TrainingSet, build_features
 from funnelcast.features.targets import TARGETS
 from funnelcast.training.backtest import TrainingDataError, run_backtest
+from funnelcast.training.metrics import binary_metrics
 from funnelcast.training.train import decide, train
 
 pytestmark = pytest.mark.slow
@@ -76,7 +77,7 @@ def test_models_beat_the_heuristic_and_stay_below_the_oracle_and_are_calibrated(
         assert e["test_ece"] < 0.04, target
         # Calibrated: the mean probability on the test cutoff is close to the observed rate.
         latest = result.targets[target].backtest.latest
-        assert abs(latest.scores["p_lightgbm"].mean() - latest.scores["label"].mean()) < 0.03
+        assert abs(latest.scores["p_funnelcast"].mean() - latest.scores["label"].mean()) < 0.03
 
 
 def test_folds_are_time_ordered_with_a_horizon_gap(trained, table, config):
@@ -135,7 +136,8 @@ def test_same_data_config_and_seed_give_the_same_metrics(table, config):
     second = run_backtest(table, "churn", cfg)
     for a, b in zip(first.folds, second.folds):
         assert a.metrics == b.metrics
-    np.testing.assert_array_equal(first.latest.scores["p_lightgbm"], second.latest.scores["p_lightgbm"])
+    np.testing.assert_array_equal(first.latest.scores["p_funnelcast"], second.latest.scores["p_funnelcast"])
+    np.testing.assert_array_equal(first.model.predict_proba(table.rows("churn")), second.model.predict_proba(table.rows("churn")))
 
 
 def test_champion_challenger_and_force(tmp_path, table, config):
@@ -196,8 +198,56 @@ def test_a_single_class_fold_is_a_clear_error(table, config):
     frame = table.frame.copy()
     frame["churn_label"] = frame["churn_label"].where(frame["churn_label"].isna(), 0).astype("Int8")
     one_class = TrainingSet(frame, table.model_input, table.data_end)
-    with pytest.raises(TrainingDataError, match="churn, fold 0: the training cutoffs hold .* rows with 0 positives"):
+    with pytest.raises(TrainingDataError, match="labelled rows with 0 positives cannot be split into folds that each "
+                                                "hold both classes: in-time fold 0: .* left out: its training rows"):
         run_backtest(one_class, "churn", quick(config))
+
+
+def _first_cutoffs(table: TrainingSet, n: int) -> TrainingSet:
+    """The training set as it would be with only the first ``n`` labelled cutoffs."""
+    keep = sorted(table.frame["cutoff"].unique())[:n]
+    return TrainingSet(table.frame[table.frame["cutoff"].isin(keep)], table.model_input, table.data_end)
+
+
+def test_the_registered_model_is_refitted_on_every_labelled_cutoff(table, config):
+    cfg = quick(config, folds=2, validation_cutoffs=1)
+    backtest = run_backtest(table, "churn", cfg)
+    rows = table.rows("churn")
+    refit, model = backtest.refit, backtest.model
+    assert backtest.kind == "out-of-time" and len(backtest.folds) == 2
+    assert refit["rows"] == len(rows) and refit["cutoffs"] == rows["cutoff"].nunique()
+    assert pd.Timestamp(refit["last_training_cutoff"]) == rows["cutoff"].max() == backtest.latest.fold.test
+    assert model.booster_.num_trees() == refit["rounds"] == int(np.median([f.model.best_iteration_ for f in backtest.folds]))
+    assert model is not backtest.latest.model and model.learner_ == backtest.learner
+    # Calibrated on the fold models' out-of-fold scores at the latest cutoffs: the folds' test cutoffs.
+    assert [pd.Timestamp(c) for c in refit["calibration_cutoffs"]] == [f.fold.test for f in backtest.folds]
+    assert refit["calibration_rows"] == sum(len(f.scores) for f in backtest.folds)
+    # Every learner was fitted and scored on every fold; the selected one is reported as funnelcast.
+    for fr in backtest.folds:
+        assert {"funnelcast", "lightgbm", "logistic", "blend", "recency_frequency"} <= set(fr.metrics)
+        assert fr.metrics["funnelcast"] == fr.metrics[backtest.learner]
+    assert backtest.selection[backtest.learner] == max(backtest.selection.values())
+
+
+def test_a_short_history_still_trains_with_fewer_folds_or_an_in_time_estimate_and_says_so(tmp_path, table, config):
+    cfg = quick(config, folds=3, validation_cutoffs=2)
+    horizon = pd.Timedelta(days=config.churn.horizon_days)
+    cuts = sorted(table.rows("churn")["cutoff"].unique())
+    assert cuts[1] - cuts[0] < horizon  # so three cutoffs cannot hold a training, validation and test cutoff apart
+    short = run_backtest(_first_cutoffs(table, 3), "churn", cfg)
+    assert short.kind == "in-time" and all(f.fold.in_time for f in short.folds)
+    assert any("IN-TIME estimate" in w for w in short.warnings)
+    assert short.refit["estimate"] == "in-time" and short.refit["rows"] == len(_first_cutoffs(table, 3).rows("churn"))
+    assert 0.6 < short.latest.metrics["funnelcast"]["roc_auc"] <= 1
+    # Through the training job: trained, registered, and the estimate named in the entry, the MLflow run and the report.
+    small = quick(config, folds=3, targets=["churn"], readiness={"min_eligible": 100, "min_positives": 10})
+    result = train(_first_cutoffs(table, 3), small, home=tmp_path / "mlruns",
+                   report_dir=tmp_path / "r")
+    entry = result.entries["churn"]
+    assert entry["estimate"] == "in-time" and "IN-TIME" in entry["estimate_notes"][0]
+    run = mlflow.MlflowClient().get_run(entry["mlflow_run_id"])
+    assert run.data.params["estimate"] == "in-time" and "IN-TIME" in run.data.tags["funnelcast.estimate_notes"]
+    assert "Quality estimate: IN-TIME" in result.targets["churn"].report.read_text()
 
 
 def test_labels_are_the_ones_the_feature_pipeline_built(table):
@@ -293,3 +343,20 @@ def test_a_registered_model_holds_no_pickle_and_a_changed_artifact_is_refused(tm
     (folder / "artifacts" / "model.json").unlink()
     with pytest.raises(tracking.RegistryError, match="the artifact 'artifacts/model.json' is missing"):
         tracking.load_model(tr.model_name, "champion")
+
+
+def test_a_champion_trained_on_older_data_is_compared_on_cutoffs_neither_model_trained_on(tmp_path, table, config):
+    cfg = quick(config, folds=2, validation_cutoffs=1, targets=["churn"])
+    cuts = sorted(table.rows("churn")["cutoff"].unique())
+    home = tmp_path / "mlruns"
+    older = train(_first_cutoffs(table, len(cuts) - 2), cfg, home=home, report_dir=tmp_path / "r1")
+    assert pd.Timestamp(older.targets["churn"].model.metadata_["refit"]["last_training_cutoff"]) == cuts[-3]
+    newer = train(table, cfg, home=home, report_dir=tmp_path / "r2")
+    decision = newer.targets["churn"].decision
+    # The new backtest's two test cutoffs are the two the champion never trained on: both models are scored there.
+    assert f"2 test cutoffs ({cuts[-2]:%Y-%m-%d}, {cuts[-1]:%Y-%m-%d}) that neither the champion nor" in decision.reason
+    rows = table.rows("churn")
+    unseen = rows[rows["cutoff"].isin(cuts[-2:])]
+    champion = older.targets["churn"].model
+    expected = binary_metrics(unseen["churn_label"].to_numpy(dtype=int), champion.predict_proba(unseen))["roc_auc"]
+    assert decision.champion_score == pytest.approx(expected, abs=1e-12)

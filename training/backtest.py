@@ -19,6 +19,7 @@ an in-time estimate), so a base rate that drifts between early and late data is 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -34,7 +35,7 @@ from funnelcast.training.baselines import RecencyFrequency
 from funnelcast.training.linear import LinearModel
 from funnelcast.training.metrics import LOWER_IS_BETTER, binary_metrics
 from funnelcast.training.model import LEARNERS, Calibrator, TargetModel, category_sizes, fit_booster
-from funnelcast.training.splits import BacktestPlan, Fold, plan_backtest
+from funnelcast.training.splits import BacktestPlan, Fold, in_time_plan, plan_backtest
 
 __all__ = ["MODELS", "SELECTED", "FoldResult", "TargetBacktest", "TrainingDataError", "latest_test_rows",
            "readiness_problem", "run_backtest"]
@@ -150,7 +151,8 @@ def run_backtest(
                           "build it again with this config")
     rows = training_set.rows(target)
     label = spec.label
-    plan = plan_backtest(rows["cutoff"].unique(), spec.horizon_days(config), settings.folds, settings.validation_cutoffs)
+    plan = _usable(plan_backtest(rows["cutoff"].unique(), spec.horizon_days(config), settings.folds,
+                                 settings.validation_cutoffs), rows, label, settings.folds)
     oracle, hidden = _oracle_columns(rows, truth, target)
     transitions = spec.transitions(config)
     params = params or settings.lightgbm
@@ -160,12 +162,6 @@ def run_backtest(
         if progress:
             progress(f"{target}: {fold.describe()}")
         train, valid, test = fold.select(rows)
-        for part, frame in (("training", train), ("validation", valid), ("test", test)):
-            y = frame[label].to_numpy(dtype=int)
-            if len(y) == 0 or y.min() == y.max():
-                raise TrainingDataError(
-                    f"{target}, fold {fold.index}: the {part} rows are {len(y):,} with {int(y.sum()):,} positives; "
-                    f"every fold needs both classes ({fold.describe()})")
         X_train, X_valid, X_test = (model_input.matrix_from_frame(f) for f in (train, valid, test))
         y_train, y_valid = train[label].to_numpy(dtype=float), valid[label].to_numpy(dtype=float)
         booster, best, merged = fit_booster(
@@ -224,6 +220,35 @@ def run_backtest(
     return TargetBacktest(target=target, folds=results, rows=len(rows), positives=int(y.sum()), plan=plan,
                           learner=learner, selection=selection, selection_metric=metric, model=model, refit=refit,
                           warnings=warnings)
+
+
+def _one_class(fold: Fold, rows: pd.DataFrame, label: str) -> str | None:
+    """Which part of ``fold`` lacks a class (a model cannot be fitted, early-stopped or scored on it), or None."""
+    for part, frame in zip(("training", "validation", "test"), fold.select(rows)):
+        y = frame[label].to_numpy(dtype=int)
+        if len(y) == 0 or y.min() == y.max():
+            return f"its {part} rows are {len(y):,} with {int(y.sum()):,} positives"
+    return None
+
+
+def _usable(plan: BacktestPlan, rows: pd.DataFrame, label: str, n_folds: int) -> BacktestPlan:
+    """``plan`` without the folds a part of which holds one class (said in a note); an in-time plan
+    when no out-of-time fold is left. Raises :class:`TrainingDataError` when not even that works."""
+    kept, notes = [], list(plan.notes)
+    for fold in plan.folds:
+        problem = _one_class(fold, rows, label)
+        if problem is None:
+            kept.append(fold)
+        else:
+            notes.append(f"{fold.describe()} left out: {problem}")
+    if kept:
+        return BacktestPlan([dataclasses.replace(f, index=i) for i, f in enumerate(kept)], notes)
+    if not plan.in_time:
+        return _usable(in_time_plan(rows["cutoff"].unique(), n_folds, "no out-of-time fold has both classes in its "
+                                    "training, validation and test rows"), rows, label, n_folds)
+    y = rows[label].to_numpy(dtype=int)
+    raise TrainingDataError(f"{len(y):,} labelled rows with {int(y.sum()):,} positives cannot be split into folds that "
+                            "each hold both classes: " + "; ".join(notes[len(plan.notes):]))
 
 
 def _refit(rows: pd.DataFrame, folds: list[FoldResult], learner: str, plan: BacktestPlan, model_input, params,

@@ -107,8 +107,12 @@ class LinearModel:
                      + sum(share @ w for w, share in zip(self.levels, self.level_mean)))
 
     def raw_score(self, X: np.ndarray) -> np.ndarray:
-        """Log-odds per row."""
-        return self.baseline + self.contributions(X).sum(axis=1)
+        """Log-odds per row. Summed column by column in order (a running sum), so one customer's score
+        is bit for bit its score in a batch (``sum`` pairs terms differently for different shapes)."""
+        contributions = self.contributions(X)
+        if contributions.shape[1] == 0:
+            return np.full(len(contributions), self.baseline)
+        return self.baseline + np.cumsum(contributions, axis=1)[:, -1]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON (floats round-trip exactly)."""

@@ -144,11 +144,18 @@ def plan_backtest(cutoffs, horizon_days: int, n_folds: int = 3, validation_cutof
                 notes.append(f"{span}: each fold validates on {valid} cutoff{'s' if valid > 1 else ''}, not the "
                              f"{validation_cutoffs} asked for (training.validation_cutoffs)")
             return BacktestPlan(folds, notes)
+    return in_time_plan(cuts, n_folds, f"{span} leave no room for an out-of-time fold (a training, a validation "
+                                        "and a test cutoff, each a horizon apart)")
+
+
+def in_time_plan(cutoffs, n_folds: int, why: str) -> BacktestPlan:
+    """Customer-grouped in-time folds over every labelled cutoff; ``why`` says what ruled out an
+    out-of-time backtest."""
+    cuts = sorted(pd.Timestamp(c) for c in set(cutoffs))
     folds = [Fold(index=g, train=tuple(cuts), valid=tuple(cuts), test=cuts[-1], groups=IN_TIME_GROUPS)
              for g in range(min(max(n_folds, 2), IN_TIME_GROUPS))]
     return BacktestPlan(folds, [
-        f"{span} leave no room for an out-of-time fold (a training, a validation and a test cutoff, each a horizon "
-        f"apart): quality is an IN-TIME estimate, customer-grouped cross-validation over the labelled cutoffs "
+        f"{why}: quality is an IN-TIME estimate, customer-grouped cross-validation over the labelled cutoffs "
         f"({len(folds)} folds, each testing on a different quarter of the customers). It is optimistic where "
         "behaviour drifts over time; more history gives an out-of-time backtest"])
 

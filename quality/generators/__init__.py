@@ -1,0 +1,1 @@
+"""Event-log generators for the quality suite, written apart from funnelcast's own simulator."""

@@ -1,0 +1,191 @@
+"""The quality suite's own pieces (quality/): independent baseline features, the CDNOW loader, --set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from funnelcast.features.errors import ConfigError
+from funnelcast.features.funnel import config_from_dict
+from quality import baselines, cdnow
+from quality.run import SetError, apply_sets, parse_args, parse_sets
+
+CONFIG = config_from_dict({
+    "name": "tiny",
+    "stages": [{"name": "visitor", "event_types": ["visit"]}, {"name": "buyer", "event_types": ["order"]}],
+    "other_event_types": ["email"],
+    "purchase_event_types": ["order"],
+    "outbound_event_types": ["email"],
+    "churn": {"applies_from_stage": "buyer"},
+})
+CUTOFF = pd.Timestamp("2024-04-01", tz="UTC")
+
+
+def _events(rows):
+    return pd.DataFrame(rows, columns=["customer_id", "timestamp", "event_type", "amount"]).assign(
+        timestamp=lambda f: pd.to_datetime(f["timestamp"], utc=True, format="ISO8601"))
+
+
+BEFORE = [
+    ("x", "2024-01-01", "visit", np.nan),
+    ("x", "2024-03-01", "order", 10.0),
+    ("x", "2024-03-20", "visit", np.nan),
+    ("x", "2024-03-20 15:00", "visit", np.nan),
+    ("x", "2024-03-25", "email", np.nan),
+]
+AT_OR_AFTER = [
+    ("x", "2024-04-01", "order", 50.0),  # exactly at the cutoff: not visible
+    ("x", "2024-04-05", "order", 100.0),
+    ("y", "2024-04-01", "visit", np.nan),  # y's only event is at the cutoff
+]
+
+
+def test_simple_features_exact_values_and_point_in_time():
+    rows = pd.DataFrame({"customer_id": ["x", "y", "z", "x"],
+                         "cutoff": [CUTOFF, CUTOFF, CUTOFF, pd.Timestamp("2024-03-15", tz="UTC")]},
+                        index=[10, 11, 12, 13])
+    full = baselines.simple_features(_events(BEFORE + AT_OR_AFTER), rows, CONFIG)
+    past = baselines.simple_features(_events(BEFORE), rows, CONFIG)
+    pd.testing.assert_frame_equal(full, past)  # events at or after the cutoff change nothing
+    assert list(full.columns) == list(baselines.FEATURES) and list(full.index) == [10, 11, 12, 13]
+
+    x = full.loc[10]
+    expected = {
+        "days_since_last_event": 7.0,  # the outbound email on 03-25
+        "tenure_days": 91.0,  # 2024-01-01 → 2024-04-01
+        "events_30d": 3.0,  # [03-02, 04-01): two visits on 03-20 and the email
+        "events_90d": 4.0,  # [01-02, 04-01)
+        "events_total": 5.0,
+        "active_days_90d": 3.0,  # 03-01, 03-20, 03-25
+        "purchases_total": 1.0,
+        "purchases_90d": 1.0,
+        "spend_total": 10.0,
+        "days_since_last_purchase": 31.0,
+        "days_since_last_own_activity": 12.0 - 15 / 24,  # the 15:00 visit on 03-20; the email is not the customer's
+        "own_events_90d": 3.0,
+        "events_prev_30d": 1.0,  # [02-01, 03-02): the order
+        "trend_30d": 2.0,  # (3 + 1) / (1 + 1)
+        "current_stage": 1.0,  # an order: the buyer stage
+    }
+    for name, value in expected.items():
+        assert x[name] == pytest.approx(value), name
+
+    earlier = full.loc[13]  # x at 2024-03-15
+    assert earlier["days_since_last_event"] == pytest.approx(14.0)
+    assert earlier["events_total"] == 2 and earlier["spend_total"] == 10.0 and earlier["current_stage"] == 1.0
+
+    for unseen in (11, 12):  # y (only an event at the cutoff) and z (no events at all)
+        row = full.loc[unseen]
+        assert row["events_total"] == 0 and row["spend_total"] == 0 and row["trend_30d"] == 1.0
+        assert np.isnan(row["days_since_last_event"]) and np.isnan(row["current_stage"])
+
+
+def test_baselines_fit_and_predict_probabilities():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.random((400, len(baselines.FEATURES))) * 50, columns=list(baselines.FEATURES))
+    X.iloc[::7, 0] = np.nan
+    y = (X["events_30d"] + rng.normal(0, 5, 400) > 25).astype(int)
+    p = baselines.baseline_probabilities(X, y, X.iloc[:50], seed=0, threads=1)
+    assert set(p) == set(baselines.BASELINES)
+    for probs in p.values():
+        assert probs.shape == (50,) and np.all((probs >= 0) & (probs <= 1))
+    with pytest.raises(ValueError, match="both classes"):
+        baselines.fit_baselines(X, np.zeros(400, dtype=int))
+
+
+CDNOW_TEXT = """customer_id  date number_of_cds  dollar_value
+ 00001 19970101  1   11.77
+ 00002 19970112  1   12.00
+ 00002 19970112  5   77.00
+ 00002 19970330  1   10.00
+ 00003 19970102  2   20.76
+ 00003 19970930  1   5.00
+ 00003 19971001  1   99.00
+ 00004 19971215  1   15.00
+"""
+
+
+def test_cdnow_loader_on_a_small_file(tmp_path):
+    path = tmp_path / "CDNOW_master.txt"
+    path.write_text(CDNOW_TEXT)
+    ds = cdnow.load("1997-10-01", path=path)
+    ev = ds.events
+    assert ds.data_end == pd.Timestamp("1997-10-01", tz="UTC")
+    assert ev["timestamp"].max() < ds.data_end and "00004" not in set(ev["customer_id"])
+    got = {(r.customer_id, f"{r.timestamp:%Y%m%d}", r.event_type, r.amount) for r in ev.itertuples()}
+    assert got == {
+        ("00001", "19970101", "first_order", 11.77),
+        ("00002", "19970112", "first_order", 89.0),  # two orders that day, merged, amounts summed
+        ("00002", "19970330", "repeat_order", 10.0),
+        ("00003", "19970102", "first_order", 20.76),
+        ("00003", "19970930", "repeat_order", 5.0),
+    }
+    assert any("1 same-day orders merged" in n for n in ds.notes)
+    assert any("2 order rows on or after 1997-10-01" in n for n in ds.notes)
+    assert ds.truth is None and ds.config.stage_names == ("purchase", "loyalty")
+
+
+def test_cdnow_loader_on_the_shipped_file():
+    try:
+        path = cdnow.cdnow_path()
+    except cdnow.CdnowNotFound as exc:
+        pytest.skip(f"the CDNOW file is not installed (pip install lifetimes, in the dev extra): {exc}")
+    ds = cdnow.load()
+    ev = ds.events
+    assert ev["timestamp"].max() < pd.Timestamp("1997-10-01", tz="UTC")
+    raw = pd.read_csv(path, sep=r"\s+", dtype=str)
+    raw = raw[raw.iloc[:, 1] < "19971001"]
+    days = raw.iloc[:, [0, 1]].drop_duplicates()
+    assert len(ev) == len(days)
+    assert any(f"{len(raw) - len(days):,} same-day orders merged" in n for n in ds.notes)
+    assert not ev.duplicated(["customer_id", "timestamp"]).any()
+    first = ev[ev["event_type"] == "first_order"]
+    assert first["customer_id"].is_unique and set(first["customer_id"]) == set(ev["customer_id"])
+    earliest = ev.groupby("customer_id")["timestamp"].min()
+    assert (first.set_index("customer_id")["timestamp"] == earliest.loc[first["customer_id"]]).all()
+    assert ev.loc[ev["event_type"] == "repeat_order", "amount"].sum() + first["amount"].sum() == pytest.approx(
+        pd.to_numeric(raw.iloc[:, 3]).sum())
+
+
+def test_set_parsing_and_applying():
+    sets = parse_sets(["churn.horizon_days=30", "training.lightgbm.min_child_samples=100",
+                       "features.windows_days=[7, 30]", "stages.0.name=browser", "source_timezone=null"])
+    assert sets["churn.horizon_days"] == 30 and sets["features.windows_days"] == [7, 30]
+    cfg = apply_sets(CONFIG, sets)
+    assert cfg.churn.horizon_days == 30 and cfg.features.windows_days == [7, 30]
+    assert cfg.training.lightgbm["min_child_samples"] == 100 and cfg.stage_names == ("browser", "buyer")
+    assert CONFIG.churn.horizon_days == 60  # the original is untouched
+    assert apply_sets(CONFIG, {}) is CONFIG
+    with pytest.raises(SetError, match="key=value"):
+        parse_sets(["churn.horizon_days"])
+    with pytest.raises(SetError, match="no section"):
+        apply_sets(CONFIG, parse_sets(["nothing.here=1"]))
+    with pytest.raises(SetError, match="list index"):
+        apply_sets(CONFIG, parse_sets(["stages.9.name=x"]))
+    with pytest.raises(ConfigError, match="horizon_days"):
+        apply_sets(CONFIG, parse_sets(["churn.horizon_days=-1"]))
+    with pytest.raises(ConfigError, match="no_such_setting"):
+        apply_sets(CONFIG, parse_sets(["churn.no_such_setting=1"]))
+
+
+def test_runner_arguments():
+    args = parse_args(["--datasets", "cdnow,sim-seed0", "--quick", "--set", "churn.horizon_days=30", "--out", "x"])
+    assert args.datasets == ["cdnow", "sim-seed0"] and args.quick and args.parsed_sets == {"churn.horizon_days": 30}
+    with pytest.raises(SystemExit):
+        parse_args(["--datasets", "nope"])
+
+
+def test_aims_of_a_row():
+    from quality.run import _comparisons
+
+    entry = {"test_positives": 400, "product": {"roc_auc": 0.80, "ece": 0.025},
+             "logistic": {"roc_auc": 0.78}, "lightgbm": {"roc_auc": 0.79}, "truth": {"roc_auc": 0.85}}
+    _comparisons(entry)
+    assert entry["margin_over_best_baseline"] == pytest.approx(0.01) and entry["gap_to_truth"] == pytest.approx(0.05)
+    assert entry["aims"] == {"auc_at_least_best_baseline": True, "ece_limit": 0.03, "ece_within_limit": True}
+    entry = {"test_positives": 900, "product": {"error": "cannot train: too few cutoffs"}, "logistic": {"roc_auc": 0.7},
+             "lightgbm": {"error": "x"}}
+    _comparisons(entry)
+    assert entry["margin_over_best_baseline"] is None and entry["best_baseline_roc_auc"] == 0.7
+    assert entry["aims"] == {"auc_at_least_best_baseline": None, "ece_limit": 0.02, "ece_within_limit": None}
