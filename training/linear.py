@@ -107,8 +107,10 @@ class LinearModel:
                      + sum(share @ w for w, share in zip(self.levels, self.level_mean)))
 
     def raw_score(self, X: np.ndarray) -> np.ndarray:
-        """Log-odds per row. Summed column by column in order (a running sum), so one customer's score
-        is bit for bit its score in a batch (``sum`` pairs terms differently for different shapes)."""
+        """Log-odds per row, summed column by column in order (a running sum: ``sum`` would pair the
+        terms differently for one row and for a batch). One customer's score still matches its score in
+        a batch only to ~1e-12: numpy's vectorised ``log1p`` can differ in the last bit between the SIMD
+        body of a batch and a single row."""
         contributions = self.contributions(X)
         if contributions.shape[1] == 0:
             return np.full(len(contributions), self.baseline)
