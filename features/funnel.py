@@ -15,10 +15,10 @@ import zoneinfo
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from funnelcast.features.errors import ConfigError
 
@@ -55,16 +55,52 @@ class ChurnConfig(_Strict):
     churn_event_types: list[Name] = Field(default_factory=list)
 
 
+FeatureFamily = Literal["type_recency", "rates", "decay", "gaps", "trends", "pairs", "diversity"]
+FEATURE_FAMILIES: tuple[str, ...] = get_args(FeatureFamily)
+"""The optional feature families (features/behaviour.py), each switched on by naming it in ``features.families``."""
+
+
+class PairedEvents(_Strict):
+    """Two event types that open and close something (a support ticket opened, then resolved)."""
+    name: Name
+    opens: Name
+    closes: Name
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PairedEvents:
+        if self.opens == self.closes:
+            raise ValueError(f"paired events {self.name!r} open and close with the same event type {self.opens!r}")
+        return self
+
+
 class FeatureWindows(_Strict):
-    """Feature windows in whole days before the cutoff, and the trend window."""
+    """Feature windows in whole days before the cutoff, the trend window, and the optional feature families."""
     windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90], min_length=1)
     trend_days: int = Field(30, gt=0)
+    families: list[FeatureFamily] = Field(
+        default_factory=lambda: list(FEATURE_FAMILIES),
+        description="Optional feature families to compute; leave one out to ablate it (the order does not matter).",
+    )
+    decay_half_lives_days: list[int] = Field(default_factory=lambda: [14, 60], min_length=1)
+    paired_event_types: list[PairedEvents] = Field(default_factory=list)
 
-    @field_validator("windows_days")
+    @field_validator("windows_days", "decay_half_lives_days")
     @classmethod
-    def _ascending(cls, v: list[int]) -> list[int]:
+    def _ascending(cls, v: list[int], info: ValidationInfo) -> list[int]:
         if any(w <= 0 for w in v) or sorted(set(v)) != v:
-            raise ValueError(f"windows_days must be positive whole days in ascending order without repeats, got {v}")
+            raise ValueError(f"{info.field_name} must be positive whole days in ascending order without repeats, got {v}")
+        return v
+
+    @field_validator("families")
+    @classmethod
+    def _families_once(cls, v: list[str]) -> list[str]:
+        _no_repeats(v, "feature families")
+        return v
+
+    @field_validator("paired_event_types")
+    @classmethod
+    def _pair_names_once(cls, v: list[PairedEvents]) -> list[PairedEvents]:
+        _no_repeats([p.name for p in v], "paired_event_types names")
         return v
 
 
@@ -248,6 +284,8 @@ class FunnelConfig(_Strict):
         check_known(self.purchase_event_types, "purchase_event_types")
         check_known(self.outbound_event_types, "outbound_event_types")
         check_known(self.churn.churn_event_types, "churn.churn_event_types")
+        for pair in self.features.paired_event_types:
+            check_known([pair.opens, pair.closes], f"features.paired_event_types.{pair.name}")
         if self.churn.qualifying_event_types is not None:
             check_known(self.churn.qualifying_event_types, "churn.qualifying_event_types")
             if not self.churn.qualifying_event_types:

@@ -134,6 +134,7 @@ class Phrasebook:
         book["last_days_between_purchases"] = (
             lambda d: "only one purchase" if math.isnan(d) else f"last gap between purchases {_days(d)}"
         )
+        self._add_family_phrases(spec, book, nouns, group_nouns)
         self._book = book
         # Features that state the same fact (recency of activity, one event type over several windows)
         # share a concept, so a customer's reasons are different facts, not one fact three ways.
@@ -151,7 +152,121 @@ class Phrasebook:
         concept |= {c: "purchase" for c in ("days_since_last_purchase", "days_since_first_purchase")}
         concept |= {c: "purchase_rhythm" for c in ("mean_days_between_purchases", "std_days_between_purchases",
                                                    "last_days_between_purchases")}
-        self._concept = concept
+        self._concept = concept | self._family_concepts(spec)
+
+    @staticmethod
+    def _add_family_phrases(spec: FeatureSpec, book: dict[str, Phrase], nouns: dict[str, str], group_nouns: dict[str, str]) -> None:
+        """Phrases for the optional feature families (features.families), for the columns the spec has."""
+        cfg = spec.config
+        on = spec.layout
+        marker_nouns = group_nouns | {"purchase": "purchase"}
+        if "type_recency" in on:
+            for t, noun in nouns.items():
+                never = f"no {_plural(noun, 2)} yet"
+                book[f"days_since_last_type_{t}"] = _since(f"last {noun}", never)
+                book[f"days_since_first_type_{t}"] = _since(f"first {noun}", never)
+        if "rates" in on:
+            book["rate_activity_per_tenure_day"] = (
+                lambda v: "not seen yet" if math.isnan(v) else f"{v:,.2g} actions a day since first seen"
+            )
+            book["rate_activity_per_active_day"] = (
+                lambda v: "not seen yet" if math.isnan(v) else f"{v:,.2g} actions per active day"
+            )
+            book["rate_purchases_per_tenure_day"] = lambda v: (
+                "not seen yet" if math.isnan(v) else "no purchases since first seen" if v == 0
+                else f"a purchase every {_days(1 / v)} since first seen"
+            )
+            book["rate_purchases_per_active_day"] = (
+                lambda v: "not seen yet" if math.isnan(v) else f"{v:,.2g} purchases per active day"
+            )
+        if "decay" in on:
+            for h in cfg.features.decay_half_lives_days:
+                for g, noun in group_nouns.items():
+                    book[f"decayed_{g}_half_life_{h}d"] = (
+                        lambda v, noun=noun, h=h: f"{v:,.1f} recency-weighted {_plural(noun, v)} (half-life {_days(h)})"
+                    )
+        if "gaps" in on:
+            for g in [f"stage_{s}" for s in cfg.stage_names] + list(spec.marker_names):
+                noun = marker_nouns[g]
+                many = _plural(noun, 2)
+                rare = f"fewer than two days with {many}"
+                book[f"mean_gap_days_{g}"] = (
+                    lambda d, many=many, rare=rare: rare if math.isnan(d) else f"{many} usually every {_days(d)}"
+                )
+                book[f"last_gap_days_{g}"] = (
+                    lambda d, many=many, rare=rare: rare if math.isnan(d) else f"last gap between {many} {_days(d)}"
+                )
+                book[f"overdue_{g}"] = lambda v, noun=noun, rare=rare: (
+                    rare if math.isnan(v)
+                    else f"{noun} overdue: {v:,.1f} times the usual gap since the last" if v >= 1
+                    else f"next {noun} not due yet ({v:.0%} of the usual gap since the last)"
+                )
+        if "trends" in on:
+            trend = _days(cfg.features.trend_days)
+
+            def trended(many: str) -> Phrase:
+                # v = (last - prev) / (last + prev), so last / prev = (1 + v) / (1 - v).
+                def phrase(v: float) -> str:
+                    if abs(v) < 0.05:
+                        return f"{many} steady on the {trend} before"
+                    if v >= 1:
+                        return f"{many} in the last {trend}, none in the {trend} before"
+                    if v <= -1:
+                        return f"no {many} in the last {trend}, after some in the {trend} before"
+                    change = 2 * v / (1 - v)
+                    return f"{many} {'down' if change < 0 else 'up'} {abs(change):.0%} on the {trend} before"
+
+                return phrase
+
+            for g in [f"stage_{s}" for s in cfg.stage_names] + list(cfg.event_groups):
+                book[f"{g}_trend"] = trended(_plural(group_nouns[g], 2))
+            book["spend_trend"] = trended("spend")
+        if "pairs" in on:
+            for pair in cfg.features.paired_event_types:
+                noun = nouns[pair.opens]
+                none_open = f"no {_plural(noun, 2)} open"
+                book[f"open_{pair.name}"] = (
+                    lambda n, noun=noun, none_open=none_open: none_open if n == 0 else f"{_count(n)} {_plural(noun, n)} open"
+                )
+                book[f"days_since_oldest_open_{pair.name}"] = (
+                    lambda d, noun=noun, none_open=none_open: none_open if math.isnan(d) else f"a {noun} open for {_days(d)}"
+                )
+        if "diversity" in on:
+            for w in spec.window_labels[-2:]:
+                book[f"distinct_event_types_{w}"] = (
+                    lambda n, window=_window(w): f"{_count(n)} {_plural('kind', n)} of event {window}"
+                )
+
+    @staticmethod
+    def _family_concepts(spec: FeatureSpec) -> dict[str, str]:
+        """The fact each optional family's column states (see ``concept``)."""
+        cfg = spec.config
+        on = spec.layout
+        stages = cfg.stage_names
+        fact = {f"stage_{s}": f"stage:{s}" for s in stages} | {g: f"group:{g}" for g in cfg.event_groups}
+        fact |= {"activity": "activity", "events": "activity", "purchase": "purchase_rhythm"}
+        concept: dict[str, str] = {}
+        if "type_recency" in on:
+            concept |= {f"days_since_{w}_type_{t}": f"type:{t}" for w in ("last", "first") for t in cfg.event_types}
+        if "rates" in on:
+            concept |= {f"rate_activity_per_{d}": "activity" for d in ("tenure_day", "active_day")}
+            concept |= {f"rate_purchases_per_{d}": "purchase_rhythm" for d in ("tenure_day", "active_day")}
+        if "decay" in on:
+            half_lives = cfg.features.decay_half_lives_days
+            concept |= {f"decayed_{g}_half_life_{h}d": fact[g] for g in spec.group_names for h in half_lives}
+        if "gaps" in on:
+            for g in [f"stage_{s}" for s in stages] + list(spec.marker_names):
+                rhythm = "purchase_rhythm" if g == "purchase" else f"rhythm:{g}"
+                concept |= {f"{what}_{g}": rhythm for what in ("mean_gap_days", "last_gap_days", "overdue")}
+        if "trends" in on:
+            concept |= {f"{g}_trend": fact[g] for g in [f"stage_{s}" for s in stages] + list(cfg.event_groups)}
+            concept["spend_trend"] = "spend"
+        if "pairs" in on:
+            for pair in cfg.features.paired_event_types:
+                concept |= {f"{what}_{pair.name}": f"open:{pair.name}" for what in ("open", "days_since_oldest_open")}
+        if "diversity" in on:
+            concept |= {f"distinct_event_types_{w}": "diversity" for w in spec.window_labels[-2:]}
+        return concept
 
     def concept(self, column: str) -> str:
         """The fact a column states; reasons for one customer name each fact once."""

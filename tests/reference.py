@@ -20,6 +20,20 @@ Semantics implemented here:
 * purchase features use the visible events of ``purchase_event_types``: amounts ignore NaN for the
   average and maximum and count as 0 in spend; gaps are between consecutive purchase timestamps,
   their std the population standard deviation.
+
+Optional families (each only when named in ``features.families``):
+
+* ``days_since_last_type_X`` / ``days_since_first_type_X``: from the last / first visible event of type X;
+* ``rate_{activity,purchases}_per_tenure_day``: the count over ``max(tenure_days, 1)``;
+  ``..._per_active_day``: over ``active_days_all_time``; NaN without visible events;
+* ``decayed_G_half_life_Hd``: the sum of ``0.5 ** (age / H)`` over the visible events of G, age in days;
+* gaps, per stage and marker group: the group's *active days* are the distinct day numbers above;
+  ``mean_gap_days_G`` / ``last_gap_days_G`` are the mean / last difference between consecutive ones;
+  ``overdue_G = days_since_last_G / mean_gap_days_G`` (NaN below two active days);
+* ``G_trend`` per stage and event group, like ``activity_trend``; ``spend_trend`` the same over spend;
+* per paired entry P: ``open_P = max(opens - closes, 0)``; ``days_since_oldest_open_P`` from the
+  (closes + 1)-th open when opens > closes (the k-th close resolves the k-th open), else NaN;
+* ``distinct_event_types_{L}d`` / ``_all_time``: distinct types in the longest window L / ever.
 """
 
 from __future__ import annotations
@@ -110,7 +124,103 @@ def feature_names(config: FunnelConfig) -> list[str]:
         "std_days_between_purchases",
         "last_days_between_purchases",
     ]
+    names += _family_names(config)
     return names
+
+
+def _family_names(config: FunnelConfig) -> list[str]:
+    on = set(config.features.families)
+    stages = [f"stage_{s.name}" for s in config.stages]
+    groups = stages + list(config.event_groups) + ["activity", "events"]
+    names: list[str] = []
+    if "type_recency" in on:
+        names += [f"days_since_{w}_type_{t}" for w in ("last", "first") for t in config.event_types]
+    if "rates" in on:
+        names += [f"rate_{g}_per_{d}" for g in ("activity", "purchases") for d in ("tenure_day", "active_day")]
+    if "decay" in on:
+        names += [f"decayed_{g}_half_life_{h}d" for g in groups for h in config.features.decay_half_lives_days]
+    if "gaps" in on:
+        marked = stages + list(config.event_groups) + ["activity", "purchase"]
+        names += [f"{what}_{g}" for g in marked for what in ("mean_gap_days", "last_gap_days", "overdue")]
+    if "trends" in on:
+        names += [f"{g}_trend" for g in stages + list(config.event_groups)] + ["spend_trend"]
+    if "pairs" in on:
+        names += [f"{what}_{p.name}" for p in config.features.paired_event_types for what in ("open", "days_since_oldest_open")]
+    if "diversity" in on:
+        names += [f"distinct_event_types_{max(config.features.windows_days)}d", "distinct_event_types_all_time"]
+    return names
+
+
+def family_features(visible: list[Event], t: pd.Timestamp, config: FunnelConfig) -> dict[str, float]:
+    """The optional families' values for one customer's visible events (loops, Timestamp arithmetic)."""
+    on = set(config.features.families)
+    f: dict[str, float] = {}
+    activity_types = set(config.qualifying_event_types)
+    purchase_types = set(config.purchase_event_types)
+    stages = [(f"stage_{s.name}", set(s.event_types)) for s in config.stages]
+    event_groups = [(name, set(members)) for name, members in config.event_groups.items()]
+
+    def day_number(e: Event) -> int:
+        return (t - ONE_NS - e.ts) // DAY
+
+    def of(types: set[str]) -> list[Event]:
+        return [e for e in visible if e.event_type in types]
+
+    if "type_recency" in on:
+        for et in config.event_types:
+            stamps = [e.ts for e in visible if e.event_type == et]
+            f[f"days_since_last_type_{et}"] = days(t - max(stamps)) if stamps else NAN
+            f[f"days_since_first_type_{et}"] = days(t - min(stamps)) if stamps else NAN
+    if "rates" in on:
+        active_days = len({day_number(e) for e in visible})
+        tenure = days(t - min(e.ts for e in visible)) if visible else NAN
+        for name, types in (("activity", activity_types), ("purchases", purchase_types)):
+            n = len(of(types))
+            f[f"rate_{name}_per_tenure_day"] = n / max(tenure, 1.0) if visible else NAN
+            f[f"rate_{name}_per_active_day"] = n / active_days if active_days else NAN
+    if "decay" in on:
+        groups = stages + event_groups + [("activity", activity_types), ("events", set(config.event_types))]
+        for name, types in groups:
+            for h in config.features.decay_half_lives_days:
+                f[f"decayed_{name}_half_life_{h}d"] = sum(0.5 ** (days(t - e.ts) / h) for e in of(types))
+    if "gaps" in on:
+        marked = stages + event_groups + [("activity", activity_types), ("purchase", purchase_types)]
+        for name, types in marked:
+            events = of(types)
+            active = sorted({day_number(e) for e in events}, reverse=True)  # earliest day first
+            gaps = [a - b for a, b in zip(active, active[1:])]
+            mean = sum(gaps) / len(gaps) if gaps else NAN
+            f[f"mean_gap_days_{name}"] = mean
+            f[f"last_gap_days_{name}"] = float(gaps[-1]) if gaps else NAN
+            f[f"overdue_{name}"] = days(t - max(e.ts for e in events)) / mean if gaps else NAN
+    if "trends" in on:
+        trend = config.features.trend_days
+
+        def ratio(last: float, prev: float) -> float:
+            return (last - prev) / (last + prev) if last + prev > 0 else 0.0
+
+        def period(e: Event) -> int:  # 0: [t - T, t), 1: [t - 2T, t - T), 2: before
+            return 0 if e.ts >= t - trend * DAY else 1 if e.ts >= t - 2 * trend * DAY else 2
+
+        for name, types in stages + event_groups:
+            periods = [period(e) for e in of(types)]
+            f[f"{name}_trend"] = ratio(periods.count(0), periods.count(1))
+        spent = [0.0, 0.0, 0.0]
+        for e in of(purchase_types):
+            spent[period(e)] += 0.0 if math.isnan(e.amount) else e.amount
+        f["spend_trend"] = ratio(spent[0], spent[1])
+    if "pairs" in on:
+        for pair in config.features.paired_event_types:
+            opened = sorted(e.ts for e in visible if e.event_type == pair.opens)
+            closed = sum(1 for e in visible if e.event_type == pair.closes)
+            f[f"open_{pair.name}"] = float(max(len(opened) - closed, 0))
+            f[f"days_since_oldest_open_{pair.name}"] = days(t - opened[closed]) if len(opened) > closed else NAN
+    if "diversity" in on:
+        longest = max(config.features.windows_days)
+        recent = {e.event_type for e in visible if e.ts >= t - longest * DAY}
+        f[f"distinct_event_types_{longest}d"] = float(len(recent))
+        f["distinct_event_types_all_time"] = float(len({e.event_type for e in visible}))
+    return f
 
 
 def customer_features(all_events: list[Event], t: pd.Timestamp, config: FunnelConfig) -> dict[str, float]:
@@ -210,6 +320,7 @@ def customer_features(all_events: list[Event], t: pd.Timestamp, config: FunnelCo
         f["mean_days_between_purchases"] = NAN
         f["std_days_between_purchases"] = NAN
         f["last_days_between_purchases"] = NAN
+    f.update(family_features(visible, t, config))
     return f
 
 

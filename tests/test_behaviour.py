@@ -18,7 +18,8 @@ from funnelcast.features.behaviour import compute_features, feature_spec
 from funnelcast.features.events import EventArrays, validate_customers, validate_events
 from funnelcast.features.snapshots import FRAME_EXTRAS, build_features
 from funnelcast.features.timestamps import DAY_NS, stated_ns
-from funnelcast.features.funnel import load_config
+from funnelcast.features.errors import ConfigError
+from funnelcast.features.funnel import FEATURE_FAMILIES, FunnelConfig, config_from_dict, load_config
 
 try:  # tests/ is on sys.path under pytest's default import mode
     from reference import reference_features
@@ -29,7 +30,6 @@ CONFIG = load_config()  # the default funnel (same as the ``config`` fixture); m
 SPEC = feature_spec(CONFIG)
 COLUMNS = list(SPEC.columns)
 STD = "std_days_between_purchases"
-TIGHT = [c for c in COLUMNS if c != STD]
 
 T = pd.Timestamp("2024-03-01", tz="UTC")
 D = pd.Timedelta(days=1)
@@ -69,8 +69,9 @@ def assert_matches_reference(got: pd.DataFrame, ref: pd.DataFrame, std_atol: flo
     assert list(got["customer_id"]) == list(ref["customer_id"])
     assert list(got.columns) == list(ref.columns)
     assert (got["cutoff"] == ref["cutoff"]).all()
+    tight = [c for c in ref.columns[2:] if c != STD]  # the reference's config's columns (not always CONFIG's)
     np.testing.assert_allclose(
-        got[TIGHT].to_numpy(np.float64), ref[TIGHT].to_numpy(np.float64), rtol=1e-9, atol=1e-9, equal_nan=True
+        got[tight].to_numpy(np.float64), ref[tight].to_numpy(np.float64), rtol=1e-9, atol=1e-9, equal_nan=True
     )
     # std of purchase gaps is held to the same 1e-9 (two-pass variance; see test_std_of_gaps_is_exact).
     np.testing.assert_allclose(got[STD].to_numpy(np.float64), ref[STD].to_numpy(np.float64), rtol=1e-9, atol=std_atol, equal_nan=True)
@@ -280,20 +281,21 @@ TYPES = list(CONFIG.event_types) + sorted(PURCHASE) * 5
 AMOUNTS = st.one_of(st.none(), st.integers(0, 100_000).map(lambda x: x / 100), st.floats(0, 1e4, allow_nan=False))
 
 
-def event_rows(ids: list[str], min_size: int = 0, max_size: int = 40, start: pd.Timestamp = BASE, span: int = SPAN_SECONDS):
+def event_rows(ids: list[str], min_size: int = 0, max_size: int = 40, start: pd.Timestamp = BASE, span: int = SPAN_SECONDS,
+               types: list[str] = TYPES):
     """Random events of ``ids`` at whole seconds in ``[start, start + span]``; amounts on purchases only."""
     event = st.tuples(
-        st.sampled_from(ids), st.integers(0, span), st.sampled_from(TYPES), st.sampled_from(CHANNELS), AMOUNTS
+        st.sampled_from(ids), st.integers(0, span), st.sampled_from(types), st.sampled_from(CHANNELS), AMOUNTS
     ).map(lambda e: (e[0], start + e[1] * S, e[2], e[3], e[4] if e[2] in PURCHASE else None))
     return st.lists(event, min_size=min_size, max_size=max_size)
 
 
 @st.composite
-def logs(draw):
+def logs(draw, types: list[str] = TYPES):
     """(rows, cutoff): 1–6 customers, 0–40 events over ~200 days; cutoffs often on an edge."""
     n_customers = draw(st.integers(1, 6))
     ids = [f"c{i}" for i in range(n_customers)]
-    rows = draw(event_rows(ids))
+    rows = draw(event_rows(ids, types=types))
     mode = draw(st.sampled_from(["random", "at_event", "window_edge"]))
     if mode == "random" or not rows:
         cutoff = BASE + draw(st.integers(-2 * 86_400, SPAN_SECONDS + 30 * 86_400)) * S
@@ -329,9 +331,9 @@ def features_of(rows: list[tuple], cutoff) -> pd.DataFrame:
 
 
 @st.composite
-def future_edits(draw):
+def future_edits(draw, types: list[str] = TYPES):
     """A log, a cutoff, and the same log with events at or after the cutoff changed, added, removed."""
-    rows, cutoff = draw(logs())
+    rows, cutoff = draw(logs(types))
     ids = sorted({r[0] for r in rows} | {"c0", "new"})
     past = [r for r in rows if r[1] < cutoff]
     edited = list(past)
@@ -340,12 +342,12 @@ def future_edits(draw):
         if action == "keep":
             edited.append(r)
         elif action == "change":
-            et = draw(st.sampled_from(CONFIG.event_types))
+            et = draw(st.sampled_from(types))
             later = cutoff + draw(st.integers(0, 100 * 86_400)) * S
             amount = draw(st.floats(0, 1e4)) if et in PURCHASE else None
             edited.append((r[0], later, et, draw(st.sampled_from(CHANNELS)), amount))
-    added = draw(event_rows(ids, max_size=10, start=cutoff, span=100 * 86_400))
-    at_cutoff = draw(st.lists(st.tuples(st.sampled_from(ids), st.sampled_from(CONFIG.event_types)), max_size=3))
+    added = draw(event_rows(ids, max_size=10, start=cutoff, span=100 * 86_400, types=types))
+    at_cutoff = draw(st.lists(st.tuples(st.sampled_from(ids), st.sampled_from(types)), max_size=3))
     edited += added + [(cid, cutoff, et, "direct", 5.0 if et in PURCHASE else None) for cid, et in at_cutoff]
     return rows, edited, cutoff
 
@@ -416,22 +418,23 @@ def test_input_row_order_never_matters(log, rnd):
 
 # ---- single customer, chunks -------------------------------------------------------------------
 
-def check_single_and_chunks(events: pd.DataFrame, cutoff) -> None:
+def check_single_and_chunks(events: pd.DataFrame, cutoff, config: FunnelConfig = CONFIG) -> None:
     t = stated_ns(cutoff, None, "cutoff")
-    arrays = EventArrays.from_frame(events, CONFIG)
-    batch = compute_features(arrays, t, SPEC)
+    spec = feature_spec(config)
+    arrays = EventArrays.from_frame(events, config)
+    batch = compute_features(arrays, t, spec)
     for chunk in (1, 2, 5):
         for threads in (1, 3):
-            np.testing.assert_array_equal(compute_features(arrays, t, SPEC, chunk=chunk, threads=threads), batch)
+            np.testing.assert_array_equal(compute_features(arrays, t, spec, chunk=chunk, threads=threads), batch)
     for i, cid in enumerate(arrays.customer_ids):
-        one = EventArrays.from_frame(events[events["customer_id"] == cid], CONFIG)
+        one = EventArrays.from_frame(events[events["customer_id"] == cid], config)
         assert list(one.customer_ids) == [cid]
-        np.testing.assert_array_equal(compute_features(one, t, SPEC)[0], batch[i], err_msg=str(cid))
+        np.testing.assert_array_equal(compute_features(one, t, spec)[0], batch[i], err_msg=str(cid))
     # build_features' rows are the batch rows of the customers with a visible event
-    frame = build_features(events, None, cutoff, CONFIG)
+    frame = build_features(events, None, cutoff, config)
     index = {cid: i for i, cid in enumerate(arrays.customer_ids)}
     for j, cid in enumerate(frame["customer_id"]):
-        np.testing.assert_array_equal(frame[COLUMNS].to_numpy(np.float64)[j], batch[index[cid]])
+        np.testing.assert_array_equal(frame[list(spec.columns)].to_numpy(np.float64)[j], batch[index[cid]])
 
 
 def test_single_customer_and_chunks_on_golden(golden_events):
@@ -502,3 +505,306 @@ def test_cutoff_resolution_is_nanoseconds(config):
     row = build_features(events, None, T, config).iloc[0]
     assert row["count_events_7d"] == 1 and row["active_days_7d"] == 1
     assert row["days_since_last_event"] == pytest.approx(1 / DAY_NS, rel=1e-9)
+
+
+# ---- optional feature families -----------------------------------------------------------------
+
+def _with_pairs() -> FunnelConfig:
+    """The default funnel plus a resolution event and two paired event types (one sharing its close type)."""
+    raw = load_config().model_dump(mode="json")
+    raw["other_event_types"].append("ticket_resolved")
+    raw["features"]["paired_event_types"] = [
+        {"name": "tickets", "opens": "support_ticket", "closes": "ticket_resolved"},
+        {"name": "callbacks", "opens": "support_call", "closes": "ticket_resolved"},
+    ]
+    return FunnelConfig.model_validate(raw)
+
+
+PAIRS = _with_pairs()
+# every type drawn, the paired ones and purchases often (open balances, FIFO ages, gaps)
+PAIR_TYPES = list(PAIRS.event_types) + ["support_ticket", "ticket_resolved", "support_call"] * 6 + sorted(PURCHASE) * 4
+
+FAMILY_ROWS = [
+    ("fam", T - 100 * D, "order", "direct", 10.0),  # active day 99 (whole days before T)
+    ("fam", T - 70 * D, "repeat_order", "direct", 20.0),  # day 69
+    ("fam", T - 40 * D, "repeat_order", "direct", 5.0),  # day 39 ...
+    ("fam", T - 40 * D + H, "repeat_order", "direct", 5.0),  # ... the same active day
+    ("fam", T - 20 * D, "support_ticket", None),  # day 19
+    ("fam", T - 12 * D, "support_ticket", None),  # day 11
+    ("fam", T - 10 * D, "ticket_resolved", None),  # day 9: resolves the first ticket (first in, first out)
+    ("fam", T - 5 * D, "support_ticket", None),  # day 4
+    ("fam", T - 3 * D, "repeat_order", "direct", 30.0),  # day 2
+    ("fam", T - 2 * D, "email_sent", "email"),  # day 1: outbound, not activity
+    ("fam", T, "support_ticket", None),  # at the cutoff: invisible
+    ("fam", T + D, "ticket_resolved", None),  # after it
+    # FIFO by count: the close before the second open resolves the first open
+    ("fifo", T - 9 * D, "support_ticket", None),
+    ("fifo", T - 2 * D, "ticket_resolved", None),
+    ("fifo", T - D, "support_ticket", None),
+    # more closes than opens (history before the log): nothing open
+    ("closer", T - 8 * D, "ticket_resolved", None),
+    ("closer", T - 6 * D, "ticket_resolved", None),
+    ("closer", T - 4 * D, "support_ticket", None),
+]
+
+
+def _half(age: float, half_life: float) -> float:
+    return 0.5 ** (age / half_life)
+
+
+AGES = [100, 70, 40, 40 - 1 / 24, 20, 12, 10, 5, 3, 2]  # the visible events of "fam", in days
+FAMILY = {
+    "fam": {
+        # type_recency
+        "days_since_last_type_repeat_order": 3, "days_since_first_type_repeat_order": 70,
+        "days_since_last_type_order": 100, "days_since_first_type_order": 100,
+        "days_since_last_type_support_ticket": 5, "days_since_first_type_support_ticket": 20,
+        "days_since_last_type_ticket_resolved": 10, "days_since_first_type_email_sent": 2,
+        "days_since_last_type_blog_view": NAN, "days_since_first_type_blog_view": NAN,
+        # rates: 9 actions, 5 purchases, tenure 100 days, 9 active days
+        "rate_activity_per_tenure_day": 9 / 100, "rate_activity_per_active_day": 1.0,
+        "rate_purchases_per_tenure_day": 5 / 100, "rate_purchases_per_active_day": 5 / 9,
+        # decay
+        "decayed_support_half_life_14d": _half(20, 14) + _half(12, 14) + _half(5, 14),
+        "decayed_stage_loyalty_half_life_60d": _half(70, 60) + _half(40, 60) + _half(40 - 1 / 24, 60) + _half(3, 60),
+        "decayed_stage_purchase_half_life_14d": _half(100, 14),
+        "decayed_marketing_touch_half_life_60d": _half(2, 60),
+        "decayed_events_half_life_14d": sum(_half(a, 14) for a in AGES),
+        "decayed_activity_half_life_60d": sum(_half(a, 60) for a in AGES if a != 2),
+        "decayed_stage_awareness_half_life_14d": 0.0,
+        # gaps between distinct active days; overdue = days since the last / mean gap
+        "mean_gap_days_purchase": 97 / 3, "last_gap_days_purchase": 37, "overdue_purchase": 3 / (97 / 3),  # 99, 69, 39, 2
+        "mean_gap_days_stage_loyalty": 33.5, "last_gap_days_stage_loyalty": 37, "overdue_stage_loyalty": 3 / 33.5,
+        "mean_gap_days_support": 7.5, "last_gap_days_support": 7, "overdue_support": 5 / 7.5,  # 19, 11, 4
+        "mean_gap_days_activity": 97 / 7, "last_gap_days_activity": 2, "overdue_activity": 3 / (97 / 7),
+        "mean_gap_days_stage_purchase": NAN, "last_gap_days_stage_purchase": NAN, "overdue_stage_purchase": NAN,
+        "mean_gap_days_marketing_touch": NAN, "overdue_marketing_touch": NAN,
+        # trends over [T-30d, T) vs [T-60d, T-30d)
+        "stage_loyalty_trend": (1 - 2) / 3, "support_trend": 1.0, "marketing_touch_trend": 1.0,
+        "stage_purchase_trend": 0.0, "stage_awareness_trend": 0.0, "spend_trend": (30 - 10) / 40,
+        # pairs: 3 tickets opened, 1 resolved: the second one (T-12d) is the oldest open
+        "open_tickets": 2, "days_since_oldest_open_tickets": 12,
+        "open_callbacks": 0, "days_since_oldest_open_callbacks": NAN,
+        # diversity: order is older than 90 days
+        "distinct_event_types_90d": 4, "distinct_event_types_all_time": 5,
+        # the core columns are unchanged by the families
+        "mean_days_between_purchases": (100 - 3) / 4, "activity_trend": (5 - 2) / 7,
+    },
+    "fifo": {"open_tickets": 1, "days_since_oldest_open_tickets": 1, "open_callbacks": 0},
+    "closer": {"open_tickets": 0, "days_since_oldest_open_tickets": NAN, "open_callbacks": 0},
+}
+
+
+def assert_values(frame: pd.DataFrame, expected: dict[str, dict[str, float]]) -> None:
+    got = frame.set_index("customer_id")
+    for cid, values in expected.items():
+        for name, value in values.items():
+            actual = got.at[cid, name]
+            if isinstance(value, float) and math.isnan(value):
+                assert math.isnan(actual), f"{cid}.{name}: expected NaN, got {actual}"
+            else:
+                assert actual == pytest.approx(value, rel=1e-12, abs=1e-12), f"{cid}.{name}: expected {value}, got {actual}"
+
+
+@pytest.fixture(scope="module")
+def family_events() -> pd.DataFrame:
+    return canonical(FAMILY_ROWS, PAIRS).sample(frac=1.0, random_state=3).reset_index(drop=True)
+
+
+def test_default_config_has_every_family_and_its_blocks_follow_the_core_ones(config):
+    spec = feature_spec(config)
+    assert config.features.families == list(FEATURE_FAMILIES)
+    assert list(spec.layout)[-7:] == list(FEATURE_FAMILIES)
+    assert spec.layout["type_recency"].start == spec.layout["purchases"].stop
+    assert spec.layout["pairs"].stop == spec.layout["pairs"].start  # no paired event types configured
+
+
+def test_family_values_by_hand(family_events):
+    frame = build_features(family_events, None, T, PAIRS)
+    assert_values(frame, FAMILY)
+    assert_matches_reference(frame, reference_features(family_events, T, PAIRS))
+
+
+def test_family_values_ignore_events_at_and_after_the_cutoff(family_events):
+    """At T + 1 ns the ticket at T is visible: a third open ticket, support no longer overdue."""
+    later = build_features(family_events, None, T + NS, PAIRS).set_index("customer_id")
+    assert later.at["fam", "open_tickets"] == 3
+    assert later.at["fam", "days_since_last_type_support_ticket"] == pytest.approx(1 / DAY_NS, rel=1e-6)
+    assert later.at["fam", "overdue_support"] == pytest.approx((1 / DAY_NS) / (19 / 3), rel=1e-6)  # days 19, 11, 4, 0
+    visible = canonical([r for r in FAMILY_ROWS if r[1] < T], PAIRS)
+    pd.testing.assert_frame_equal(
+        build_features(visible, None, T, PAIRS), build_features(family_events, None, T, PAIRS), check_exact=True
+    )
+
+
+def test_family_values_equal_reference_at_many_cutoffs(family_events, golden_events):
+    for cutoff in (T, T + NS, T - NS, T - 3 * D, T - 40 * D, T - 40 * D + H + NS, T - 100 * D + NS, T + 2 * D):
+        got = build_features(family_events, None, cutoff, PAIRS)
+        assert_matches_reference(got, reference_features(family_events, cutoff, PAIRS))
+        check_single_and_chunks(family_events, cutoff, PAIRS)
+    golden = canonical(GOLDEN_ROWS, PAIRS)
+    assert_matches_reference(build_features(golden, None, T, PAIRS), reference_features(golden, T, PAIRS))
+
+
+def test_each_family_switched_off_removes_exactly_its_columns(family_events):
+    full = feature_spec(PAIRS)
+    values = build_features(family_events, None, T, PAIRS)
+    raw = PAIRS.model_dump(mode="json")
+    for family in FEATURE_FAMILIES:
+        raw["features"]["families"] = [f for f in FEATURE_FAMILIES if f != family]
+        config = FunnelConfig.model_validate(raw)
+        spec = feature_spec(config)
+        removed = full.columns[full.layout[family]]
+        assert removed, family
+        assert spec.columns == tuple(c for c in full.columns if c not in removed), family
+        assert family not in spec.layout
+        assert config.data_hash() != PAIRS.data_hash()
+        without = build_features(family_events, None, T, config)
+        pd.testing.assert_frame_equal(without, values.drop(columns=list(removed)), check_exact=True)
+    # none: the core columns, with the values they always had
+    raw["features"]["families"] = []
+    core = feature_spec(FunnelConfig.model_validate(raw))
+    assert core.columns == full.columns[: full.layout["purchases"].stop]
+    assert len(core.columns) == 195 + 4  # the default core, plus four windowed counts of ticket_resolved
+
+
+def test_new_family_columns_per_family_for_the_default_config(config):
+    spec = feature_spec(config)
+    sizes = {f: spec.layout[f].stop - spec.layout[f].start for f in FEATURE_FAMILIES}
+    k, stages, groups = len(config.event_types), len(config.stages), len(config.event_groups)
+    assert sizes == {
+        "type_recency": 2 * k,  # 54
+        "rates": 4,
+        "decay": 2 * (stages + groups + 2),  # 18: two half-lives over stages, groups, activity, events
+        "gaps": 3 * (stages + groups + 2),  # 27: stages, groups, activity, purchase
+        "trends": stages + groups + 1,  # 8
+        "pairs": 0,
+        "diversity": 2,
+    }
+    assert len(spec.columns) == 195 + 113
+
+
+def test_paired_event_types_must_be_known_distinct_and_named_once():
+    raw = PAIRS.model_dump(mode="json")
+    raw["features"]["paired_event_types"] = [{"name": "tickets", "opens": "support_ticket", "closes": "ticket_closed"}]
+    with pytest.raises(ConfigError, match=r"features\.paired_event_types\.tickets .*'ticket_closed'"):
+        config_from_dict(raw)
+    raw["features"]["paired_event_types"] = [{"name": "tickets", "opens": "support_ticket", "closes": "support_ticket"}]
+    with pytest.raises(ConfigError, match="same event type 'support_ticket'"):
+        config_from_dict(raw)
+    raw["features"]["paired_event_types"] = [{"name": "tickets", "opens": "support_ticket", "closes": "ticket_resolved"}] * 2
+    with pytest.raises(ConfigError, match=r"paired_event_types names repeat: \['tickets'\]"):
+        config_from_dict(raw)
+    raw["features"]["paired_event_types"] = [{"name": "tickets", "opens": "support_ticket", "closes": "ticket_resolved", "x": 1}]
+    with pytest.raises(ConfigError, match="x"):
+        config_from_dict(raw)
+
+
+def test_family_options_are_validated():
+    raw = load_config().model_dump(mode="json")
+    for families, message in ((["gaps", "gaps"], "feature families repeat"), (["lags"], "features.families.0")):
+        bad = {**raw, "features": {**raw["features"], "families": families}}
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict(bad)
+    for half_lives in ([60, 14], [0], []):
+        bad = {**raw, "features": {**raw["features"], "decay_half_lives_days": half_lives}}
+        with pytest.raises(ConfigError, match="decay_half_lives_days"):
+            config_from_dict(bad)
+
+
+def test_family_columns_are_in_the_clash_check():
+    """An event group named ``spend`` has a trend named like the spend trend: refused, named."""
+    raw = load_config().model_dump(mode="json")
+    raw["event_groups"]["spend"] = ["order"]
+    with pytest.raises(ConfigError, match="spend_trend"):
+        feature_spec(FunnelConfig.model_validate(raw))
+    raw["features"]["families"] = ["gaps"]  # without trends the names are distinct
+    assert "decayed_spend_half_life_14d" not in feature_spec(FunnelConfig.model_validate(raw)).columns
+
+
+def test_family_phrases():
+    from funnelcast.serving.reasons import Phrasebook
+
+    book = Phrasebook(feature_spec(PAIRS))
+    assert book.phrase("overdue_purchase", 40 / 30) == "purchase overdue: 1.3 times the usual gap since the last"
+    assert book.phrase("overdue_purchase", 0.5) == "next purchase not due yet (50% of the usual gap since the last)"
+    assert book.phrase("mean_gap_days_purchase", 30.0) == "purchases usually every 30 days"
+    assert book.phrase("overdue_support", NAN) == "fewer than two days with support events"
+    assert book.phrase("open_tickets", 2.0) == "2 support tickets open"
+    assert book.phrase("days_since_oldest_open_tickets", 12.0) == "a support ticket open for 12 days"
+    assert book.phrase("days_since_last_type_support_ticket", 5.0) == "last support ticket 5 days ago"
+    assert book.phrase("days_since_last_type_email_opened", NAN) == "no email opened events yet"
+    assert book.phrase("support_trend", -1 / 3) == "support events down 50% on the 30 days before"
+    assert book.concept("overdue_purchase") == book.concept("mean_days_between_purchases")
+    assert book.concept("open_tickets") == book.concept("days_since_oldest_open_tickets")
+    assert book.concept("days_since_last_type_order") == book.concept("count_order_30d")
+    generic = [c for c in feature_spec(PAIRS).columns if c not in book._book]
+    assert generic == []
+
+
+@settings(FAST, max_examples=100)
+@given(logs(PAIR_TYPES))
+def test_families_equal_reference_on_random_logs(log):
+    rows, cutoff = log
+    events = canonical(rows, PAIRS)
+    assert_matches_reference(build_features(events, None, cutoff, PAIRS), reference_features(events, cutoff, PAIRS))
+
+
+@FAST
+@given(future_edits(PAIR_TYPES))
+def test_families_ignore_events_at_or_after_cutoff(case):
+    rows, edited, cutoff = case
+    pd.testing.assert_frame_equal(
+        build_features(canonical(rows, PAIRS), None, cutoff, PAIRS),
+        build_features(canonical(edited, PAIRS), None, cutoff, PAIRS),
+        check_exact=True,
+    )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(logs(PAIR_TYPES))
+def test_families_single_customer_and_chunks_on_random_logs(log):
+    rows, cutoff = log
+    check_single_and_chunks(canonical(rows, PAIRS), cutoff, PAIRS)
+
+
+def random_arrays(config: FunnelConfig, n_customers: int, n_events: int, seed: int) -> EventArrays:
+    """Seeded random events as arrays (no pandas): enough per chunk for the batch code paths (the long-input
+    branches of the gap and pair code), types weighted towards the paired and purchase types."""
+    rng = np.random.default_rng(seed)
+    types = list(config.event_types)
+    weights = np.ones(len(types))
+    for t in ("support_ticket", "ticket_resolved", "support_call", *PURCHASE):
+        if t in types:
+            weights[types.index(t)] = 6.0
+    customer = np.sort(rng.integers(0, n_customers, n_events))
+    ts = BASE.value + rng.integers(0, 200 * DAY_NS, n_events)
+    noon = rng.random(n_events) < 0.3  # some events at the same instant (noon of their day): ties
+    ts[noon] = BASE.value + (ts[noon] - BASE.value) // DAY_NS * DAY_NS + DAY_NS // 2
+    order = np.lexsort((ts, customer))
+    customer, ts = customer[order], ts[order]
+    event_type = rng.choice(len(types), n_events, p=weights / weights.sum())
+    purchase = np.isin(event_type, [types.index(t) for t in PURCHASE])
+    amount = np.where(purchase & (rng.random(n_events) < 0.9), rng.integers(0, 10_000, n_events) / 100, np.nan)
+    return EventArrays(
+        customer_ids=np.array([f"r{i:05d}" for i in range(n_customers)], dtype=object),
+        starts=np.searchsorted(customer, np.arange(n_customers + 1)).astype(np.int64),
+        customer=customer.astype(np.int64), ts=ts.astype(np.int64), event_type=event_type.astype(np.int64),
+        channel=rng.integers(0, len(config.channel_names) + 1, n_events).astype(np.int64), amount=amount,
+    )
+
+
+@pytest.mark.parametrize("config", [CONFIG, PAIRS], ids=["default", "pairs"])
+def test_batch_code_paths_equal_one_customer_at_a_time(config):
+    """A batch chunk takes the long-input branches (one group at a time, flatnonzero per group); a request
+    the short ones: identical rows, at any chunking or threading."""
+    spec = feature_spec(config)
+    arrays = random_arrays(config, 400, 30_000, seed=5)
+    for cutoff in (BASE + 120 * D, BASE + 300 * D):
+        t = cutoff.value
+        batch = compute_features(arrays, t, spec, threads=1)
+        assert np.isfinite(batch[:, spec.layout["gaps"]]).any()
+        np.testing.assert_array_equal(compute_features(arrays, t, spec, chunk=150, threads=2), batch)
+        for i in range(0, arrays.n_customers, 7):
+            one = compute_features(arrays.customers_slice(i, i + 1), t, spec)[0]
+            np.testing.assert_array_equal(one, batch[i], err_msg=str(i))
