@@ -6,8 +6,9 @@ Run from the repository root::
     .venv/bin/python bench/bench_features.py --quick    # 200k events / 10k customers smoke run
 
 Synthetic events are built directly as ``EventArrays`` (seeded, vectorised); the figures are
-``compute_features`` on them (warm, at 1 thread and one per core; peak memory and cold times in a
-fresh process), two DuckDB references computing the same 195 columns (``duckdb_sql``, one wide
+``compute_features`` on them with the default config's feature families (warm, at 1 thread and one
+per core; peak memory and cold times in a fresh process), and, with the families switched off (the
+195 core columns), two DuckDB references computing the same columns (``duckdb_sql``, one wide
 ``GROUP BY``; ``duckdb_long_plan`` + ``duckdb_long_pivot``, four narrow ones and a numpy pivot),
 checked column by column, and one customer's 50 events: on ``EventArrays`` (the aim) and from 50
 dicts (``EventEncoder.records``, what ``/score_events`` runs, and two pandas paths). How each figure
@@ -168,7 +169,7 @@ def child_main(data_dir: str, cutoff: int, repeat: int, threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads)  # "1 thread" means one thread, BLAS's matrix products included
-    spec = feature_spec(fc.load_config())
+    spec = feature_spec(fc.load_config())  # the default config, feature families included
     loaded = {f: np.load(Path(data_dir) / f"{f}.npy") for f in ARRAY_FIELDS}
     arrays = EventArrays(customer_ids=np.arange(len(loaded["starts"]) - 1), **loaded)
     rss_before, peak_before = rss_now(), ru_maxrss()
@@ -892,9 +893,38 @@ def make_data(args, config: FunnelConfig) -> tuple[EventArrays, dict]:
                     "cutoff": pd.Timestamp(CUTOFF, tz="UTC").isoformat(), "events_before_cutoff": visible, "generate_s": gen_s}
 
 
-def judge(ours: dict, duck: dict, single: dict) -> tuple[dict, list[tuple]]:
-    """The aims and the summary rows. The DuckDB aim is judged against the faster (stronger) reference
-    at each thread setting, with funnelcast on the same number of threads."""
+def core_config(config: FunnelConfig) -> FunnelConfig:
+    """``config`` with every optional feature family off: the core columns the DuckDB references compute."""
+    raw = config.model_dump(mode="json")
+    raw["features"]["families"] = []
+    return FunnelConfig.model_validate(raw)
+
+
+def measure_core(arrays: EventArrays, cutoff: int, config: FunnelConfig, repeat: int) -> dict:
+    """Warm ``compute_features`` of the core columns only, at each thread setting (what DuckDB is compared with)."""
+    from threadpoolctl import threadpool_limits
+
+    spec = feature_spec(config)
+    rates = {}
+    for label, threads in THREADS.items():
+        with threadpool_limits(threads):
+            compute_features(arrays, cutoff, spec, threads=threads)
+            best = min(time_once(lambda: compute_features(arrays, cutoff, spec, threads=threads)) for _ in range(repeat))
+        rates[label] = len(arrays.ts) / best
+        say(f"funnelcast core columns only ({len(spec.columns)}), {threads} thread(s): {fmt_rate(rates[label])}")
+    return rates
+
+
+def time_once(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def judge(ours: dict, duck: dict, single: dict, core: dict) -> tuple[dict, list[tuple]]:
+    """The aims and the summary rows. Throughput, memory and one customer are judged with the default
+    feature families; the DuckDB aim compares the core columns (the ones DuckDB computes) against the
+    faster (stronger) reference at each thread setting, with funnelcast on the same number of threads."""
     rates = {"1 thread": ours["events_per_s"], "default threads": ours["all_cores"]["events_per_s"]}
     peak, a = ours["peak_rss_bytes"], single["arrays"]
     aims = {"events_per_s": {"aim": AIM_EVENTS_PER_S, "value": rates["1 thread"], "pass": rates["1 thread"] >= AIM_EVENTS_PER_S}}
@@ -904,16 +934,16 @@ def judge(ours: dict, duck: dict, single: dict) -> tuple[dict, list[tuple]]:
     for label, key in (("1 thread", "vs_duckdb_1_thread"), ("default threads", "vs_duckdb_default_threads")):
         refs = {WIDE: duck["wide"][label], LONG: duck["long"][label]}
         strongest = max(refs, key=lambda r: refs[r]["events_per_s"])
-        ratio = {r: rates[label] / ref["events_per_s"] for r, ref in refs.items()}
+        ratio = {r: core[label] / ref["events_per_s"] for r, ref in refs.items()}
         aims[key] = {"aim": AIM_VS_DUCKDB, "value": ratio[strongest], "pass": ratio[strongest] >= AIM_VS_DUCKDB,
-                     "against": strongest, "funnelcast_events_per_s": rates[label], **{f"vs {r}": x for r, x in ratio.items()}}
+                     "against": strongest, "funnelcast_core_events_per_s": core[label], **{f"vs {r}": x for r, x in ratio.items()}}
         setting = "1 thread" if label == "1 thread" else f"{refs[strongest]['threads']} threads"
         for r, ref in refs.items():
             measured = f"{ratio[r]:.2f}x ({fmt_rate(ref['events_per_s'])})"
             if r == strongest:
-                rows.append((f"vs {r}, {setting} (strongest)", measured, f">= {AIM_VS_DUCKDB:.0f}x", aims[key]["pass"]))
+                rows.append((f"core columns vs {r}, {setting} (strongest)", measured, f">= {AIM_VS_DUCKDB:.0f}x", aims[key]["pass"]))
             else:
-                rows.append((f"vs {r}, {setting}", measured, "(weaker reference)", None))
+                rows.append((f"core columns vs {r}, {setting}", measured, "(weaker reference)", None))
     aims["peak_rss_bytes"] = {"aim": AIM_PEAK_BYTES, "value": peak, "pass": peak < AIM_PEAK_BYTES}
     for stat in ("median", "p99"):
         aims[f"single_customer_{stat}_ms"] = {"aim": AIM_SINGLE_MS, "value": a[f"{stat}_ms"], "pass": a[f"{stat}_ms"] <= AIM_SINGLE_MS}
@@ -942,10 +972,11 @@ def main() -> None:
         f"numpy {np.__version__}, {os.cpu_count()} CPUs; {loadavg_text(load_start)} at start (other processes skew timings)")
     arrays, data = make_data(args, config)
     ours = measure_funnelcast(arrays, CUTOFF, feature_spec(config), args.repeat)
-    rates = {"1 thread": ours["events_per_s"], "default threads": ours["all_cores"]["events_per_s"]}
-    duck = measure_duckdb(arrays, CUTOFF, config, args.repeat, rates)
+    core = core_config(config)
+    core_rates = measure_core(arrays, CUTOFF, core, args.repeat)
+    duck = measure_duckdb(arrays, CUTOFF, core, args.repeat, core_rates)
     single = measure_single(config, args.single_calls)
-    aims, rows = judge(ours, duck, single)
+    aims, rows = judge(ours, duck, single, core_rates)
 
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     say(f"\nSUMMARY ({args.events:,} events, {args.customers:,} customers, {data['features']} features)")
@@ -954,7 +985,8 @@ def main() -> None:
         say("  ".join(c.ljust(w) for c, w in zip(cells, widths)) + f"  {verdict(ok)}")
     write_report(args.out, {
         "args": {"events": args.events, "customers": args.customers, "repeat": args.repeat, "quick": args.quick, "seed": args.seed},
-        "machine": machine(duckdb=duckdb.__version__), "data": data, "funnelcast": ours, "duckdb": duck,
+        "machine": machine(duckdb=duckdb.__version__), "data": data, "funnelcast": ours,
+        "funnelcast_core_events_per_s": core_rates, "duckdb": duck,
         "single_customer": single, "aims": aims,
     }, load_start)
 

@@ -496,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     console = Console(stderr=args.json)
+    if not console.is_terminal:  # a log file or CI: wide enough for every column, not 80 characters
+        console = Console(stderr=args.json, width=200)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # MLflow's chatter (INFO logs, artifact progress bars) would bury the suite's own progress.
