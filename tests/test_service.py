@@ -204,11 +204,13 @@ def _reference_records(reference, ids: list[str]) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def one_customer(reference, small_sim, api):
     """(id, request body for /score_events, its /score result): the first customer (by id) with at least
-    20 events before as_of whom the churn model scores (so the result has probabilities and reasons)."""
+    20 events before as_of and a known value of every attribute whom the churn model scores (so the result
+    has probabilities and reasons)."""
     events, customers = reference["events"], reference["customers"]
     before = events[events["timestamp"] < small_sim.end]
     counts = before.groupby("customer_id", observed=True).size()
-    candidates = sorted(counts[counts >= 20].index.astype(str))
+    known = set(customers.loc[customers["employees"].notna(), "customer_id"].astype(str))  # every kind of attribute
+    candidates = sorted(set(counts[counts >= 20].index.astype(str)) & known)
     scored = api.post("/score", json={"customer_ids": candidates[:200]}).json()["results"]
     cid = next(r["customer_id"] for r in scored if r["churn_probability"] is not None and r["reasons"])
     mine = before[before["customer_id"] == cid].sort_values("timestamp")
@@ -220,9 +222,21 @@ def one_customer(reference, small_sim, api):
         if not pd.isna(row.amount):
             e["amount"] = float(row.amount)
         payload.append(e)
+    # Every attribute the customer table holds (a missing one scores as missing, unlike the table's value:
+    # the logistic part of a blend imputes it, so a forgotten attribute moves the score).
     attrs = customers[customers["customer_id"] == cid].iloc[0]
-    customer = {c: str(attrs[c]) for c in ("segment", "country", "acquisition_channel")}
-    customer["signup_date"] = _iso(attrs["signup_date"])
+    customer: dict[str, Any] = {}
+    for column in customers.columns.drop("customer_id"):
+        value = attrs[column]
+        if pd.isna(value):
+            continue
+        if isinstance(value, pd.Timestamp):
+            customer[column] = _iso(value)
+        elif isinstance(value, (int, float)):
+            customer[column] = float(value)
+        else:
+            customer[column] = str(value)
+    assert {"segment", "signup_date", "employees"} <= customer.keys()
     body = {"events": payload, "customer": customer, "customer_id": cid, "as_of": _iso(small_sim.end)}
     result = next(r for r in scored if r["customer_id"] == cid)
     return cid, body, result
