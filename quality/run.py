@@ -320,6 +320,9 @@ def evaluate_dataset(ds, *, sets: dict[str, Any], threads: int, out: Path, say=l
                     if known.any():
                         entry["truth"] = metrics_of(y[known], p_truth[known])
                         probabilities["truth"] = np.where(known, p_truth, np.nan)
+                        for name in ("product", "logistic", "lightgbm"):
+                            if name in probabilities and isinstance(entry.get(name), dict):
+                                entry[name]["ece_vs_truth"] = ece_vs_truth(probabilities[name], p_truth)
                 _comparisons(entry)
                 if TARGETS[target].by_transition:
                     entry["per_stage"] = _per_stage(test, y, probabilities)
@@ -348,9 +351,22 @@ def _comparisons(entry: dict[str, Any]) -> None:
     }
 
 
+def ece_vs_truth(p: np.ndarray, p_truth: np.ndarray) -> float | None:
+    """ECE with the true probabilities in place of the outcomes: the same bins of ``p``, but each bin's
+    mean true probability instead of its observed rate. Label noise is gone, so this is the
+    calibration a model has, not the sampling noise of a few hundred outcomes (on a stage's slice the
+    usual ECE of the truth itself is often 0.03-0.04); a model equal to the truth scores 0."""
+    from funnelcast.training.metrics import expected_calibration_error
+
+    keep = ~np.isnan(p_truth) & ~np.isnan(p)
+    return _num(expected_calibration_error(p_truth[keep], p[keep])) if keep.any() else None
+
+
 def _per_stage(test: pd.DataFrame, y: np.ndarray, probabilities: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Per stage at the cutoff: rows, positives, and each model's ROC-AUC and ECE on that stage's rows."""
+    """Per stage at the cutoff: rows, positives, and each model's ROC-AUC and ECE on that stage's rows
+    (with a truth: the ECE against it too, :func:`ece_vs_truth`)."""
     stage = test["stage"].astype(str).to_numpy()
+    truth = probabilities.get("truth")
     out: dict[str, Any] = {}
     for name in pd.unique(stage):
         mask = stage == name
@@ -360,6 +376,8 @@ def _per_stage(test: pd.DataFrame, y: np.ndarray, probabilities: dict[str, np.nd
             if keep.any():
                 m = metrics_of(y[keep], p[keep], STAGE_METRICS)
                 part[model] = {"roc_auc": m["roc_auc"], "ece": m["ece"]}
+                if truth is not None and model != "truth":
+                    part[model]["ece_vs_truth"] = ece_vs_truth(p[keep], truth[keep])
         out[str(name)] = part
     return out
 

@@ -189,3 +189,23 @@ def test_aims_of_a_row():
     _comparisons(entry)
     assert entry["margin_over_best_baseline"] is None and entry["best_baseline_roc_auc"] == 0.7
     assert entry["aims"] == {"auc_at_least_best_baseline": None, "ece_limit": 0.02, "ece_within_limit": None}
+
+
+def test_ece_against_the_truth_sees_miscalibration_and_not_label_noise():
+    from funnelcast.training.metrics import expected_calibration_error
+    from quality.run import _per_stage, ece_vs_truth
+
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0.05, 0.6, 800)
+    y = (rng.random(800) < truth).astype(int)
+    assert ece_vs_truth(truth, truth) == 0.0
+    assert expected_calibration_error(y, truth) > 0.02  # 800 outcomes: the truth's own ECE is mostly noise
+    assert ece_vs_truth(truth * 0.8, truth) == pytest.approx(0.2 * truth.mean(), abs=1e-6)
+    with_nan = truth.copy()
+    with_nan[:10] = np.nan  # rows the truth does not cover are left out
+    assert ece_vs_truth(truth * 0.8, with_nan) == pytest.approx(0.2 * truth[10:].mean(), abs=1e-6)
+    test = pd.DataFrame({"stage": ["a"] * 400 + ["b"] * 400})
+    out = _per_stage(test, y, {"product": np.r_[truth[:400], truth[400:] * 0.5], "truth": truth})
+    assert out["a"]["product"]["ece_vs_truth"] == 0.0
+    assert out["b"]["product"]["ece_vs_truth"] == pytest.approx(0.5 * truth[400:].mean(), abs=1e-6)
+    assert "ece_vs_truth" not in out["a"]["truth"] and out["b"]["rows"] == 400
