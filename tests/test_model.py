@@ -368,8 +368,20 @@ def test_linear_model_arrays_are_the_scikit_learn_pipeline_they_came_from(tables
     ).fit(X, y)
     test = CHURN_INPUT.matrix_from_frame(tables["test"])
     test[::5, 0] = np.nan
-    expected = pipeline.decision_function(test)
-    np.testing.assert_allclose(linear.raw_score(test), expected, atol=1e-6)
+    # Inside the range training saw, the same numbers; outside it each value is clipped to that range.
+    inside = np.all(np.isnan(test[:, :3]) | ((test[:, :3] >= np.nanmin(X[:, :3], axis=0))
+                                               & (test[:, :3] <= np.nanmax(X[:, :3], axis=0))), axis=1)
+    assert 0 < inside.sum() < len(test)
+    np.testing.assert_allclose(linear.raw_score(test[inside]), pipeline.decision_function(test[inside]), atol=1e-6)
+    clipped = np.where(np.isnan(test[:, :3]), np.nan,
+                       np.clip(test[:, :3], np.nanmin(X[:, :3], axis=0), np.nanmax(X[:, :3], axis=0)))
+    np.testing.assert_allclose(linear.raw_score(test), pipeline.decision_function(np.hstack([clipped, test[:, 3:]])),
+                               atol=1e-6)
+    far = test[:1].copy()
+    far[0, :3] = np.nanmax(X[:, :3], axis=0) * 1000  # far past training: no further than its edge
+    edge = test[:1].copy()
+    edge[0, :3] = np.nanmax(X[:, :3], axis=0)
+    np.testing.assert_allclose(linear.raw_score(far), linear.raw_score(edge), rtol=1e-12)
     # Credits add up to the log-odds, and survive the JSON round trip bit for bit.
     np.testing.assert_allclose(linear.baseline + linear.contributions(test).sum(axis=1), linear.raw_score(test), atol=1e-12)
     again = LinearModel.from_dict(json.loads(json.dumps(linear.to_dict())))

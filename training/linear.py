@@ -12,6 +12,12 @@ scikit-learn pipeline they came from.
 
 Numbers are signed-log transformed before scaling (``sign(x) * log1p(|x|)``): counts, days and spend
 are heavy-tailed, and a linear model on raw counts is dominated by a few extreme customers.
+
+Scored values are clipped to the range training saw (per column, after scaling), as a tree treats
+everything past its last split alike. Without it the model extrapolates: on CDNOW, where every
+customer joined in one quarter, training cutoffs see three months of tenure and the test cutoff six,
+and the unclipped logistic model's mean probability of a repeat order fell to 0.013 against an
+observed 0.090 (clipped: see the quality suite in the README).
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class LinearModel:
     levels: list[np.ndarray]  # per category column: its one-hot coefficients, one per vocabulary entry
     level_mean: list[np.ndarray]  # per category column: each level's share in training
     intercept: float
+    low: np.ndarray | None = None  # per numeric column: the smallest scaled value in training (None: no clip)
+    high: np.ndarray | None = None  # ... and the largest
 
     @classmethod
     def fit(cls, X: np.ndarray, y: np.ndarray, categories: dict[int, int], seed: int = 0) -> LinearModel:
@@ -61,6 +69,7 @@ class LinearModel:
         filled = imputer.fit_transform(X[:, num])
         scaler = StandardScaler()
         z = scaler.fit_transform(signed_log(filled[:, : len(num)]))
+        low, high = (z.min(axis=0), z.max(axis=0)) if len(z) else (np.zeros(len(num)), np.zeros(len(num)))
         flags = filled[:, len(num):]
         onehots = [_one_hot(X[:, j], categories[int(j)]) for j in cat]
         design = np.hstack([z, flags, *onehots]) if len(num) + len(cat) else np.zeros((len(X), 1))
@@ -79,6 +88,7 @@ class LinearModel:
             scale=scaler.scale_.astype(float), coef=w[:n_num].copy(), indicator=np.asarray(indicator, dtype=np.intp),
             indicator_coef=w[n_num : n_num + n_flag].copy(), indicator_mean=flags.mean(axis=0) if len(flags) else np.zeros(0),
             categorical=cat, levels=levels, level_mean=level_mean, intercept=float(lr.intercept_[0]),
+            low=low.astype(float), high=high.astype(float),
         )
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
@@ -89,6 +99,8 @@ class LinearModel:
         values = X[:, self.numeric]
         missing = np.isnan(values)
         z = (signed_log(np.where(missing, self.median, values)) - self.mean) / self.scale
+        if self.low is not None:
+            np.clip(z, self.low, self.high, out=z)
         out[:, self.numeric] = z * self.coef
         if len(self.indicator):
             flags = missing[:, self.indicator]
@@ -122,7 +134,8 @@ class LinearModel:
                 "scale": self.scale.tolist(), "coef": self.coef.tolist(), "indicator": self.indicator.tolist(),
                 "indicator_coef": self.indicator_coef.tolist(), "indicator_mean": self.indicator_mean.tolist(),
                 "categorical": self.categorical.tolist(), "levels": [w.tolist() for w in self.levels],
-                "level_mean": [m.tolist() for m in self.level_mean], "intercept": self.intercept}
+                "level_mean": [m.tolist() for m in self.level_mean], "intercept": self.intercept,
+                **({} if self.low is None else {"low": self.low.tolist(), "high": self.high.tolist()})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LinearModel:
@@ -137,7 +150,8 @@ class LinearModel:
                    coef=floats("coef"), indicator=ints("indicator"), indicator_coef=floats("indicator_coef"),
                    indicator_mean=floats("indicator_mean"), categorical=ints("categorical"),
                    levels=[np.asarray(w, dtype=float) for w in data["levels"]],
-                   level_mean=[np.asarray(m, dtype=float) for m in data["level_mean"]], intercept=float(data["intercept"]))
+                   level_mean=[np.asarray(m, dtype=float) for m in data["level_mean"]], intercept=float(data["intercept"]),
+                   low=floats("low") if "low" in data else None, high=floats("high") if "high" in data else None)
 
 
 def _one_hot(codes: np.ndarray, size: int) -> np.ndarray:
