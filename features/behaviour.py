@@ -34,7 +34,13 @@ after the core ones, and leaving it out removes exactly that block):
 * ``pairs``: per ``paired_event_types`` entry, the open balance ``max(opens - closes, 0)`` and the
   days since the oldest open one, matched first in, first out: the k-th close resolves the k-th open,
   so the oldest open one is the (closes + 1)-th open (NaN when nothing is open);
-* ``diversity``: distinct event types seen in the longest window and ever.
+* ``diversity``: distinct event types seen in the longest window and ever;
+* ``calendar``: where the cutoff falls in the year, as a point on a circle (so late December sits
+  next to early January): ``sin`` and ``cos`` of ``2π · (d mod Y) / Y`` with ``d`` the cutoff's days
+  since 1970-01-01 UTC and ``Y = 365.2425``. The same for every customer at a cutoff: with a year or
+  more of cutoffs it lets a model learn a season (a holiday rush, a summer lull) that moves every
+  customer's odds at once; with less, the values only order the cutoffs in time, which the trees treat
+  like any other edge and the logistic model clips to the range it saw.
 """
 
 from __future__ import annotations
@@ -209,6 +215,7 @@ def _make_spec(config: FunnelConfig) -> FeatureSpec:
         ("trends", [f"{g}_trend" for g in trend_groups] + ["spend_trend"]),
         ("pairs", [f"open_{p.name}" for p in pairs] + [f"days_since_oldest_open_{p.name}" for p in pairs]),
         ("diversity", [f"distinct_event_types_{wl[-2]}", "distinct_event_types_all_time"]),
+        ("calendar", ["cutoff_year_sin", "cutoff_year_cos"]),
     ]
     blocks += [(key, names) for key, names in optional if key in families]
     columns: list[str] = []
@@ -455,6 +462,17 @@ def _fill(a: EventArrays, t: int, spec: FeatureSpec, out: np.ndarray) -> None:
         out[:, lay["pairs"]] = _open_pairs(spec, cust[valid], et[valid], visible_ts, all_time, c, t)
     if "diversity" in lay:
         out[:, lay["diversity"]] = (counts[:, rows[-2:]] > 0).sum(axis=2)
+    if "calendar" in lay:
+        out[:, lay["calendar"]] = year_position(t)
+
+
+YEAR_DAYS = 365.2425
+
+
+def year_position(t: int) -> tuple[float, float]:
+    """(sin, cos) of the cutoff ``t`` (int ns) around the year (module docstring, ``calendar``)."""
+    angle = 2 * np.pi * ((t / DAY_NS) % YEAR_DAYS) / YEAR_DAYS
+    return float(np.sin(angle)), float(np.cos(angle))
 
 
 def _day_gaps(

@@ -55,9 +55,13 @@ class ChurnConfig(_Strict):
     churn_event_types: list[Name] = Field(default_factory=list)
 
 
-FeatureFamily = Literal["type_recency", "rates", "decay", "gaps", "trends", "pairs", "diversity"]
+FeatureFamily = Literal["type_recency", "rates", "decay", "gaps", "trends", "pairs", "diversity", "calendar"]
 FEATURE_FAMILIES: tuple[str, ...] = get_args(FeatureFamily)
 """The optional feature families (features/behaviour.py), each switched on by naming it in ``features.families``."""
+DEFAULT_FEATURE_FAMILIES: tuple[str, ...] = ("trends", "pairs")
+"""The families on by default: the ones the quality suite's ablation (README, Model quality) showed helping
+somewhere and hurting nowhere. ``pairs`` adds nothing until ``paired_event_types`` names a pair; the others
+stay available for data where they pay (``calendar`` needs a year or more of cutoffs)."""
 
 
 class PairedEvents(_Strict):
@@ -78,7 +82,7 @@ class FeatureWindows(_Strict):
     windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90], min_length=1)
     trend_days: int = Field(30, gt=0)
     families: list[FeatureFamily] = Field(
-        default_factory=lambda: list(FEATURE_FAMILIES),
+        default_factory=lambda: list(DEFAULT_FEATURE_FAMILIES),
         description="Optional feature families to compute; leave one out to ablate it (the order does not matter).",
     )
     decay_half_lives_days: list[int] = Field(default_factory=lambda: [14, 60], min_length=1)

@@ -236,6 +236,10 @@ class Phrasebook:
                 book[f"distinct_event_types_{w}"] = (
                     lambda n, window=_window(w): f"{_count(n)} {_plural('kind', n)} of event {window}"
                 )
+        if "calendar" in on:
+            # Each column alone does not name a date; together they are the season the score is for.
+            for c in ("cutoff_year_sin", "cutoff_year_cos"):
+                book[c] = lambda v: "the time of year"
 
     @staticmethod
     def _family_concepts(spec: FeatureSpec) -> dict[str, str]:
@@ -266,6 +270,8 @@ class Phrasebook:
                 concept |= {f"{what}_{pair.name}": f"open:{pair.name}" for what in ("open", "days_since_oldest_open")}
         if "diversity" in on:
             concept |= {f"distinct_event_types_{w}": "diversity" for w in spec.window_labels[-2:]}
+        if "calendar" in on:
+            concept |= {"cutoff_year_sin": "calendar", "cutoff_year_cos": "calendar"}
         return concept
 
     def concept(self, column: str) -> str:

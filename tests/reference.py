@@ -148,6 +148,8 @@ def _family_names(config: FunnelConfig) -> list[str]:
         names += [f"{what}_{p.name}" for p in config.features.paired_event_types for what in ("open", "days_since_oldest_open")]
     if "diversity" in on:
         names += [f"distinct_event_types_{max(config.features.windows_days)}d", "distinct_event_types_all_time"]
+    if "calendar" in on:
+        names += ["cutoff_year_sin", "cutoff_year_cos"]
     return names
 
 
@@ -220,6 +222,11 @@ def family_features(visible: list[Event], t: pd.Timestamp, config: FunnelConfig)
         recent = {e.event_type for e in visible if e.ts >= t - longest * DAY}
         f[f"distinct_event_types_{longest}d"] = float(len(recent))
         f["distinct_event_types_all_time"] = float(len({e.event_type for e in visible}))
+    if "calendar" in on:
+        # Calendar arithmetic, not the product's modulo: the fraction of a 365.2425-day year since 1970.
+        year = 365.2425 * pd.Timedelta(days=1)
+        turn = ((t - pd.Timestamp("1970-01-01", tz="UTC")) % year) / year
+        f["cutoff_year_sin"], f["cutoff_year_cos"] = math.sin(2 * math.pi * turn), math.cos(2 * math.pi * turn)
     return f
 
 

@@ -19,7 +19,13 @@ from funnelcast.features.events import EventArrays, validate_customers, validate
 from funnelcast.features.snapshots import FRAME_EXTRAS, build_features
 from funnelcast.features.timestamps import DAY_NS, stated_ns
 from funnelcast.features.errors import ConfigError
-from funnelcast.features.funnel import FEATURE_FAMILIES, FunnelConfig, config_from_dict, load_config
+from funnelcast.features.funnel import (
+    DEFAULT_FEATURE_FAMILIES,
+    FEATURE_FAMILIES,
+    FunnelConfig,
+    config_from_dict,
+    load_config,
+)
 
 try:  # tests/ is on sys.path under pytest's default import mode
     from reference import reference_features
@@ -512,6 +518,7 @@ def test_cutoff_resolution_is_nanoseconds(config):
 def _with_pairs() -> FunnelConfig:
     """The default funnel plus a resolution event and two paired event types (one sharing its close type)."""
     raw = load_config().model_dump(mode="json")
+    raw["features"]["families"] = list(FEATURE_FAMILIES)  # every family, whatever the default
     raw["other_event_types"].append("ticket_resolved")
     raw["features"]["paired_event_types"] = [
         {"name": "tickets", "opens": "support_ticket", "closes": "ticket_resolved"},
@@ -589,8 +596,13 @@ FAMILY = {
         "distinct_event_types_90d": 4, "distinct_event_types_all_time": 5,
         # the core columns are unchanged by the families
         "mean_days_between_purchases": (100 - 3) / 4, "activity_trend": (5 - 2) / 7,
+        # calendar: 2024-03-01 is day 19,783 after 1970-01-01; 54 years of 365.2425 days end on day
+        # 19,723.095, so the cutoff is 59.905 days into its year
+        "cutoff_year_sin": math.sin(2 * math.pi * 59.905 / 365.2425),
+        "cutoff_year_cos": math.cos(2 * math.pi * 59.905 / 365.2425),
     },
-    "fifo": {"open_tickets": 1, "days_since_oldest_open_tickets": 1, "open_callbacks": 0},
+    "fifo": {"open_tickets": 1, "days_since_oldest_open_tickets": 1, "open_callbacks": 0,
+             "cutoff_year_sin": math.sin(2 * math.pi * 59.905 / 365.2425)},  # every customer alike
     "closer": {"open_tickets": 0, "days_since_oldest_open_tickets": NAN, "open_callbacks": 0},
 }
 
@@ -611,12 +623,16 @@ def family_events() -> pd.DataFrame:
     return canonical(FAMILY_ROWS, PAIRS).sample(frac=1.0, random_state=3).reset_index(drop=True)
 
 
-def test_default_config_has_every_family_and_its_blocks_follow_the_core_ones(config):
+def test_default_families_are_the_kept_ones_and_every_familys_block_follows_the_core_ones(config):
+    assert config.features.families == list(DEFAULT_FEATURE_FAMILIES) == ["trends", "pairs"]
+    assert FunnelConfig.model_validate({**config.model_dump(mode="json"), "features": {}}).features.families == [
+        "trends", "pairs"]  # the YAML and the pydantic default agree
     spec = feature_spec(config)
-    assert config.features.families == list(FEATURE_FAMILIES)
-    assert list(spec.layout)[-7:] == list(FEATURE_FAMILIES)
-    assert spec.layout["type_recency"].start == spec.layout["purchases"].stop
+    assert list(spec.layout)[-2:] == ["trends", "pairs"] and spec.layout["trends"].start == spec.layout["purchases"].stop
     assert spec.layout["pairs"].stop == spec.layout["pairs"].start  # no paired event types configured
+    every = feature_spec(PAIRS)
+    assert list(every.layout)[-len(FEATURE_FAMILIES):] == list(FEATURE_FAMILIES)
+    assert every.layout["type_recency"].start == every.layout["purchases"].stop
 
 
 def test_family_values_by_hand(family_events):
@@ -668,8 +684,11 @@ def test_each_family_switched_off_removes_exactly_its_columns(family_events):
     assert len(core.columns) == 195 + 4  # the default core, plus four windowed counts of ticket_resolved
 
 
-def test_new_family_columns_per_family_for_the_default_config(config):
-    spec = feature_spec(config)
+def test_new_family_columns_per_family_for_the_default_funnel(config):
+    raw = config.model_dump(mode="json")
+    raw["features"]["families"] = list(FEATURE_FAMILIES)
+    spec = feature_spec(FunnelConfig.model_validate(raw))
+    assert len(feature_spec(config).columns) == 195 + 8  # the default: core and trends
     sizes = {f: spec.layout[f].stop - spec.layout[f].start for f in FEATURE_FAMILIES}
     k, stages, groups = len(config.event_types), len(config.stages), len(config.event_groups)
     assert sizes == {
@@ -680,8 +699,9 @@ def test_new_family_columns_per_family_for_the_default_config(config):
         "trends": stages + groups + 1,  # 8
         "pairs": 0,
         "diversity": 2,
+        "calendar": 2,
     }
-    assert len(spec.columns) == 195 + 113
+    assert len(spec.columns) == 195 + 115
 
 
 def test_paired_event_types_must_be_known_distinct_and_named_once():
@@ -794,7 +814,11 @@ def random_arrays(config: FunnelConfig, n_customers: int, n_events: int, seed: i
     )
 
 
-@pytest.mark.parametrize("config", [CONFIG, PAIRS], ids=["default", "pairs"])
+EVERY_FAMILY = FunnelConfig.model_validate(
+    {**CONFIG.model_dump(mode="json"), "features": {**CONFIG.features.model_dump(mode="json"), "families": list(FEATURE_FAMILIES)}})
+
+
+@pytest.mark.parametrize("config", [EVERY_FAMILY, PAIRS], ids=["default-funnel-every-family", "pairs"])
 def test_batch_code_paths_equal_one_customer_at_a_time(config):
     """A batch chunk takes the long-input branches (one group at a time, flatnonzero per group); a request
     the short ones: identical rows, at any chunking or threading."""
@@ -808,3 +832,17 @@ def test_batch_code_paths_equal_one_customer_at_a_time(config):
         for i in range(0, arrays.n_customers, 7):
             one = compute_features(arrays.customers_slice(i, i + 1), t, spec)[0]
             np.testing.assert_array_equal(one, batch[i], err_msg=str(i))
+
+
+def test_calendar_family_is_a_point_on_the_year_circle():
+    from funnelcast.features.behaviour import year_position
+
+    def at(day: str) -> np.ndarray:
+        return np.array(year_position(pd.Timestamp(day, tz="UTC").value))
+
+    # New Year's Eve sits next to New Year's Day, and half a year away is the opposite point.
+    assert np.linalg.norm(at("2024-12-31") - at("2025-01-01")) < 2 * math.pi / 365
+    np.testing.assert_allclose(at("2025-07-02T12:00"), -at("2025-01-01"), atol=0.01)
+    # The same day a year later is (nearly) the same point; another season is not.
+    np.testing.assert_allclose(at("2025-11-15"), at("2024-11-15"), atol=0.02)
+    assert np.linalg.norm(at("2025-11-15") - at("2025-08-15")) > 1
