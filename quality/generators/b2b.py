@@ -123,7 +123,9 @@ def config() -> FunnelConfig:
         "conversion": {"horizon_days": HORIZON, "active_within_days": 90},
         "churn": {"definition": "explicit", "horizon_days": HORIZON, "applies_from_stage": "customer",
                   "churn_event_types": ["account_closed"]},
-        "features": {"windows_days": [7, 30, 90, 180], "trend_days": 30},
+        # Tickets are opened and resolved: the pair the data's description names.
+        "features": {"windows_days": [7, 30, 90, 180], "trend_days": 30,
+                     "paired_event_types": [{"name": "tickets", "opens": "ticket_opened", "closes": "ticket_resolved"}]},
         "snapshots": {"every_days": EVERY, "anchor_date": ANCHOR, "min_history_days": 45},
         "training": {"folds": 3, "validation_cutoffs": 2},
     })
