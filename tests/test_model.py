@@ -396,6 +396,13 @@ def test_blend_is_the_mean_of_both_log_odds_and_saves_and_loads(tables: dict[str
     np.testing.assert_allclose(blend.raw_score(X), 0.5 * blend.booster_raw(X) + 0.5 * blend.linear_.raw_score(X))
     credit = blend.credits(np.zeros_like(X), X)
     np.testing.assert_allclose(credit, 0.5 * blend.linear_.contributions(X))
+    # Contributions computed once (serving shares them between the score and the reasons): the same numbers.
+    shared = blend.linear_contributions(X)
+    np.testing.assert_array_equal(blend.credits(np.zeros_like(X), X, shared), credit)
+    tree = blend.booster_raw(X)
+    np.testing.assert_array_equal(blend.combine(tree, X, shared), blend.combine(tree, X))
+    assert fit_target_model("churn", tables["train"], tables["valid"], CHURN_INPUT, FAST, learner="lightgbm",
+                            early_stopping_rounds=20, threads=1).linear_contributions(X) is None
     paths = blend.save(tmp_path / "blend")
     loaded = TargetModel.load(paths["booster"], paths["model"])
     np.testing.assert_array_equal(loaded.predict_proba(X), blend.predict_proba(X))

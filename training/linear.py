@@ -122,7 +122,11 @@ class LinearModel:
         """Log-odds per row, summed column by column in order (a running sum: ``sum`` would pair the
         terms differently for one row and for a batch), so one customer scores bit for bit as in a batch
         (``tests/test_scoring.py``)."""
-        contributions = self.contributions(X)
+        return self.total(self.contributions(X))
+
+    def total(self, contributions: np.ndarray) -> np.ndarray:
+        """The log-odds of rows whose :meth:`contributions` are given (a caller that needs both computes
+        the contributions once)."""
         if contributions.shape[1] == 0:
             return np.full(len(contributions), self.baseline)
         return self.baseline + np.cumsum(contributions, axis=1)[:, -1]

@@ -212,11 +212,22 @@ class TargetModel:
         """The booster's log-odds at its best iteration."""
         return self.booster_.predict(X, raw_score=True, num_iteration=self.best_iteration_, num_threads=num_threads)
 
-    def combine(self, booster_raw: np.ndarray | None, X: np.ndarray) -> np.ndarray:
-        """The model's log-odds from the booster's (None when :attr:`uses_booster` is false) and the matrix."""
+    @property
+    def uses_linear(self) -> bool:
+        """Whether the logistic model's log-odds count (a LightGBM-only model skips it)."""
+        return self.linear_ is not None and self.weight_ < 1
+
+    def linear_contributions(self, X: np.ndarray) -> np.ndarray | None:
+        """The logistic model's per-column log-odds of ``X`` (None where :attr:`uses_linear` is false), for
+        :meth:`combine` and :meth:`credits` to share."""
+        return self.linear_.contributions(X) if self.uses_linear else None
+
+    def combine(self, booster_raw: np.ndarray | None, X: np.ndarray, linear: np.ndarray | None = None) -> np.ndarray:
+        """The model's log-odds from the booster's (None when :attr:`uses_booster` is false) and the matrix
+        (``linear``: its :meth:`linear_contributions`, when already computed)."""
         raw = 0.0 if booster_raw is None or not self.uses_booster else self.weight_ * np.asarray(booster_raw, dtype=float)
-        if self.linear_ is not None and self.weight_ < 1:
-            raw = raw + (1 - self.weight_) * self.linear_.raw_score(X)
+        if self.uses_linear:
+            raw = raw + (1 - self.weight_) * self.linear_.total(self.linear_contributions(X) if linear is None else linear)
         return np.broadcast_to(raw, (len(X),)).astype(float)
 
     def raw_score(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
@@ -238,12 +249,13 @@ class TargetModel:
         gives each row's stage for the per-stage corrections."""
         return self.calibrator_.predict(raw, None if X is None else self.segment(X))
 
-    def credits(self, booster_credit: np.ndarray | None, X: np.ndarray) -> np.ndarray:
+    def credits(self, booster_credit: np.ndarray | None, X: np.ndarray, linear: np.ndarray | None = None) -> np.ndarray:
         """Per row and input column, its push on the log-odds: the booster's (from
-        :mod:`funnelcast.serving.attribution`) and the logistic model's, each times its weight."""
+        :mod:`funnelcast.serving.attribution`) and the logistic model's, each times its weight
+        (``linear``: the rows' :meth:`linear_contributions`, when already computed)."""
         out = np.zeros(X.shape) if booster_credit is None or not self.uses_booster else self.weight_ * booster_credit
-        if self.linear_ is not None and self.weight_ < 1:
-            out = out + (1 - self.weight_) * self.linear_.contributions(X)
+        if self.uses_linear:
+            out = out + (1 - self.weight_) * (self.linear_contributions(X) if linear is None else linear)
         return out
 
     # ---- files: nothing that executes on load ------------------------------------------------------
