@@ -1,23 +1,29 @@
 """The quality suite's runner: the product beside independent baselines (and the truth, where known)
-on a held-out later cutoff of every data set.
+on held-out later cutoffs of every data set.
 
-    python -m quality.run [--datasets a,b] [--quick] [--out quality-results] [--set key=value ...] [--json]
+    python -m quality.run [--datasets a,b] [--quick] [--out quality-results] [--test-cutoffs 3]
+                          [--set key=value ...] [--json]
 
 Per data set and target the protocol is the one a user would follow, shifted back by one horizon so
 that a later cutoff stays unseen:
 
 1. ``project.load`` the data set's events (and customers) under its funnel config.
 2. Every labelled row: ``project.training_set(data, data_end=ds.data_end)``; the target's test
-   cutoff is the latest cutoff with complete labels.
-3. Training data: ``project.training_set(data, data_end=test_cutoff)``, so no training label window
-   reaches past the test cutoff; ``project.train(train_set, force=True)`` trains the product (a
-   funnelcast error there is recorded as "cannot train: ..." and the suite goes on).
+   cutoffs are its latest ``--test-cutoffs`` cutoffs with complete labels (default 3).
+3. Per test cutoff, training data: ``project.training_set(data, data_end=test_cutoff)``, so no
+   training label window reaches past it; ``project.train(train_set, force=True)`` trains the
+   product (a funnelcast error there is recorded as "cannot train: ..." and the suite goes on).
 4. The registered model scores the test cutoff's rows.
 5. The baselines (:mod:`quality.baselines`: own features, logistic regression and plain LightGBM)
    are fitted on the same (customer, cutoff) rows the product trained on and score the same test rows.
 6. The truth, where the data set's generator knows it, scores them too.
+7. Each model's metrics are averaged over the test cutoffs (:func:`combine_cutoffs`); the margin
+   over the better baseline is the mean of the per-cutoff margins. One cutoff's AUC on a few hundred
+   positives moves by 0.02-0.03; three cutoffs a cadence apart share some customers and label days,
+   so the mean is steadier, not independent.
 
-A table and the aims check go to the terminal; everything, per stage too, to ``<out>/quality.json``.
+A table and the aims check go to the terminal; everything, per stage and per cutoff too, to
+``<out>/quality.json``.
 ``--set key=value`` overrides the funnel config of every data set (dotted path, YAML value), for ablations.
 """
 
@@ -47,6 +53,8 @@ ECE_AIM = 0.02
 ECE_AIM_FEW_POSITIVES = 0.03
 FEW_POSITIVES = 500
 MARGIN_AIM = 0.02
+TEST_CUTOFFS = 3
+"""Test cutoffs per target: one cutoff's AUC on a few hundred positives moves by 0.02-0.03."""
 METRICS = ("roc_auc", "pr_auc", "ece", "log_loss", "brier", "top_decile_lift", "rows", "positives", "positive_rate",
            "mean_probability")
 """The metrics kept per model (from :func:`funnelcast.training.metrics.binary_metrics`)."""
@@ -201,12 +209,12 @@ def _product_model(target_result):
     return model if model is not None else target_result.backtest.model
 
 
-def evaluate_dataset(ds, *, sets: dict[str, Any], threads: int, out: Path, say=lambda msg: None) -> dict[str, Any]:
+def evaluate_dataset(ds, *, sets: dict[str, Any], threads: int, out: Path, test_cutoffs: int = 1,
+                     say=lambda msg: None) -> dict[str, Any]:
     """Run the protocol (module docstring) on one data set; returns its JSON-ready record."""
     import funnelcast as fc
     from funnelcast.features.errors import FunnelcastError
     from funnelcast.features.targets import TARGETS
-    from quality.baselines import BASELINES, fit_baselines, predict_baselines, simple_features
 
     config = apply_sets(ds.config, sets)
     record: dict[str, Any] = {
@@ -233,16 +241,18 @@ def evaluate_dataset(ds, *, sets: dict[str, Any], threads: int, out: Path, say=l
             return record
         record["full_training_set_seconds"] = round(time.perf_counter() - started, 2)
 
-        # Targets sharing a test cutoff share the training set and one training run.
-        test_cutoffs: dict[str, pd.Timestamp] = {}
+        # Every target is scored at its latest `test_cutoffs` labelled cutoffs; targets sharing a test
+        # cutoff share its training set and one training run.
+        plan: dict[str, list[pd.Timestamp]] = {}
         for target in ds.targets:
             rows = full.rows(target)
             if len(rows) == 0:
                 record["targets"][target] = {"error": "no labelled rows for this target"}
             else:
-                test_cutoffs[target] = pd.Timestamp(rows["cutoff"].max())
-        for cutoff in sorted(set(test_cutoffs.values())):
-            group = [t for t in TARGETS if test_cutoffs.get(t) == cutoff]
+                plan[target] = test_cutoffs_of(rows["cutoff"], test_cutoffs)
+        scored: dict[str, list[dict[str, Any]]] = {t: [] for t in plan}
+        for cutoff in sorted({c for cs in plan.values() for c in cs}, reverse=True):
+            group = [t for t in TARGETS if cutoff in plan.get(t, [])]
             say(f"{', '.join(group)}: training rows before {cutoff:%Y-%m-%d}")
             group_config = apply_sets(config, {"training.targets": group})
             group_project = fc.Project(group_config, mlflow_dir=store, threads=threads)
@@ -250,7 +260,7 @@ def evaluate_dataset(ds, *, sets: dict[str, Any], threads: int, out: Path, say=l
                 train_set = group_project.training_set(data, data_end=cutoff)
             except FunnelcastError as exc:
                 for t in group:
-                    record["targets"][t] = {"test_cutoff": _cutoff_text(cutoff), "error": f"no training rows: {exc}"}
+                    scored[t].append({"test_cutoff": _cutoff_text(cutoff), "error": f"no training rows: {exc}"})
                 continue
             product_error, result, caught = None, None, []
             started = time.perf_counter()
@@ -264,71 +274,177 @@ def evaluate_dataset(ds, *, sets: dict[str, Any], threads: int, out: Path, say=l
                     product_error = f"cannot train: {exc}"
             train_seconds = time.perf_counter() - started
             for target in group:
-                say(f"{target}: scoring the test cutoff")
-                label = TARGETS[target].label
-                rows = full.rows(target)
-                test = rows.loc[rows["cutoff"] == cutoff]
-                y = test[label].to_numpy(dtype=int)
-                train_rows = train_set.rows(target)
-                entry: dict[str, Any] = {
-                    "test_cutoff": _cutoff_text(cutoff),
-                    "train_rows": int(len(train_rows)),
-                    "train_positives": int(train_rows[label].astype(int).sum()) if len(train_rows) else 0,
-                    "train_cutoffs": int(train_rows["cutoff"].nunique()),
-                    "first_train_cutoff": _cutoff_text(train_rows["cutoff"].min()) if len(train_rows) else None,
-                    "last_train_cutoff": _cutoff_text(train_rows["cutoff"].max()) if len(train_rows) else None,
-                    "test_rows": int(len(y)), "test_positives": int(y.sum()),
-                    "training_seconds": round(train_seconds, 2),
-                    "python_warnings": _warning_summary(caught),
-                }
-                probabilities: dict[str, np.ndarray] = {}
-                # The product.
-                if product_error is not None:
-                    entry["product"] = {"error": product_error}
-                elif target in result.skipped:
-                    entry["product"] = {"error": f"cannot train: skipped {result.skipped[target]}"}
-                else:
-                    model = _product_model(result.targets[target])
-                    probabilities["product"] = np.asarray(model.predict_proba(test), dtype=float)
-                    entry["product"] = metrics_of(y, probabilities["product"])
-                if result is not None:
-                    entry["funnelcast_warnings"] = list(result.warnings)
-                    entry["entries"] = {k: v for k, v in result.entries.items()
-                                        if k == target or k.startswith(f"{target}:")}
-                # The baselines, on the same training rows.
-                say(f"{target}: baselines")
-                started = time.perf_counter()
-                try:
-                    train_X = simple_features(data.events, train_rows, config)
-                    test_X = simple_features(data.events, test, config)
-                    models = fit_baselines(train_X, train_rows[label].to_numpy(dtype=int),
-                                           seed=config.training.seed, threads=base_threads)
-                    for name, p in predict_baselines(models, test_X).items():
-                        probabilities[name] = p
-                        entry[name] = metrics_of(y, p)
-                except ValueError as exc:
-                    for name in BASELINES:
-                        entry[name] = {"error": str(exc)}
-                entry["baseline_seconds"] = round(time.perf_counter() - started, 2)
-                # The truth.
-                column = truth_column(ds.truth, target)
-                entry["truth_column"] = column
-                if column is not None:
-                    p_truth = truth_for(test, ds.truth, column)
-                    known = ~np.isnan(p_truth)
-                    entry["truth_rows_missing"] = int((~known).sum())
-                    if known.any():
-                        entry["truth"] = metrics_of(y[known], p_truth[known])
-                        probabilities["truth"] = np.where(known, p_truth, np.nan)
-                        for name in ("product", "logistic", "lightgbm"):
-                            if name in probabilities and isinstance(entry.get(name), dict):
-                                entry[name]["ece_vs_truth"] = ece_vs_truth(probabilities[name], p_truth)
-                _comparisons(entry)
-                if TARGETS[target].by_transition:
-                    entry["per_stage"] = _per_stage(test, y, probabilities)
-                record["targets"][target] = entry
+                say(f"{target}: scoring the test cutoff {cutoff:%Y-%m-%d}")
+                scored[target].append(_score_cutoff(
+                    ds, data, config, full, train_set, target, cutoff, result, product_error, caught, train_seconds,
+                    base_threads, say))
+        for target, entries in scored.items():
+            record["targets"][target] = combine_cutoffs(entries, by_transition=TARGETS[target].by_transition)
     record["targets"] = {t: record["targets"][t] for t in ds.targets if t in record["targets"]}
     return record
+
+
+def test_cutoffs_of(cutoffs: pd.Series, n: int) -> list[pd.Timestamp]:
+    """The latest ``n`` distinct labelled cutoffs, latest first (fewer where the data has fewer)."""
+    distinct = sorted(pd.unique(pd.to_datetime(cutoffs, utc=True)), reverse=True)
+    return [pd.Timestamp(c) for c in distinct[: max(int(n), 1)]]
+
+
+def _score_cutoff(ds, data, config, full, train_set, target, cutoff, result, product_error, caught, train_seconds,
+                  base_threads, say) -> dict[str, Any]:
+    """One (target, test cutoff): the product trained on rows before the cutoff, the baselines on the
+    same rows, and the truth, all scored on the cutoff's rows."""
+    from funnelcast.features.targets import TARGETS
+    from quality.baselines import BASELINES, fit_baselines, predict_baselines, simple_features
+
+    label = TARGETS[target].label
+    rows = full.rows(target)
+    test = rows.loc[rows["cutoff"] == cutoff]
+    y = test[label].to_numpy(dtype=int)
+    train_rows = train_set.rows(target)
+    entry: dict[str, Any] = {
+        "test_cutoff": _cutoff_text(cutoff),
+        "train_rows": int(len(train_rows)),
+        "train_positives": int(train_rows[label].astype(int).sum()) if len(train_rows) else 0,
+        "train_cutoffs": int(train_rows["cutoff"].nunique()),
+        "first_train_cutoff": _cutoff_text(train_rows["cutoff"].min()) if len(train_rows) else None,
+        "last_train_cutoff": _cutoff_text(train_rows["cutoff"].max()) if len(train_rows) else None,
+        "test_rows": int(len(y)), "test_positives": int(y.sum()),
+        "training_seconds": round(train_seconds, 2),
+        "python_warnings": _warning_summary(caught),
+    }
+    probabilities: dict[str, np.ndarray] = {}
+    # The product.
+    if product_error is not None:
+        entry["product"] = {"error": product_error}
+    elif target in result.skipped:
+        entry["product"] = {"error": f"cannot train: skipped {result.skipped[target]}"}
+    else:
+        model = _product_model(result.targets[target])
+        probabilities["product"] = np.asarray(model.predict_proba(test), dtype=float)
+        entry["product"] = metrics_of(y, probabilities["product"])
+    if result is not None:
+        entry["funnelcast_warnings"] = list(result.warnings)
+        entry["entries"] = {k: v for k, v in result.entries.items() if k == target or k.startswith(f"{target}:")}
+    # The baselines, on the same training rows.
+    say(f"{target}: baselines at {cutoff:%Y-%m-%d}")
+    started = time.perf_counter()
+    try:
+        train_X = simple_features(data.events, train_rows, config)
+        test_X = simple_features(data.events, test, config)
+        models = fit_baselines(train_X, train_rows[label].to_numpy(dtype=int), seed=config.training.seed,
+                               threads=base_threads)
+        for name, p in predict_baselines(models, test_X).items():
+            probabilities[name] = p
+            entry[name] = metrics_of(y, p)
+    except ValueError as exc:
+        for name in BASELINES:
+            entry[name] = {"error": str(exc)}
+    entry["baseline_seconds"] = round(time.perf_counter() - started, 2)
+    # The truth.
+    column = truth_column(ds.truth, target)
+    entry["truth_column"] = column
+    if column is not None:
+        p_truth = truth_for(test, ds.truth, column)
+        known = ~np.isnan(p_truth)
+        entry["truth_rows_missing"] = int((~known).sum())
+        if known.any():
+            entry["truth"] = metrics_of(y[known], p_truth[known])
+            probabilities["truth"] = np.where(known, p_truth, np.nan)
+            for name in ("product", "logistic", "lightgbm"):
+                if name in probabilities and isinstance(entry.get(name), dict):
+                    entry[name]["ece_vs_truth"] = ece_vs_truth(probabilities[name], p_truth)
+    _comparisons(entry)
+    if TARGETS[target].by_transition:
+        entry["per_stage"] = _per_stage(test, y, probabilities)
+    return entry
+
+
+MODELS = ("product", "logistic", "lightgbm", "truth")
+_SUMMED = ("rows", "positives")
+
+
+def _mean(values: list[Any]) -> Any:
+    values = [v for v in values if v is not None]
+    return _num(float(np.mean(values))) if values else None
+
+
+def combine_cutoffs(entries: list[dict[str, Any]], *, by_transition: bool = False) -> dict[str, Any]:
+    """One target's record over its test cutoffs (``entries``, latest first): each model's metrics
+    averaged over the cutoffs where the product and that model both scored (rows and positives
+    summed), the margin as the mean of the per-cutoff margins over that cutoff's better baseline, the
+    aims judged on those means, and every cutoff's own entry under ``per_cutoff``.
+
+    A cutoff where the product could not train while a baseline could is counted in
+    ``product_failed_cutoffs``, and the AUC aim then fails: a product that trains less often than a
+    plain baseline does not match it."""
+    both = [e for e in entries if e.get("product", {}).get("roc_auc") is not None]
+    failed = [e for e in entries if e.get("product", {}).get("roc_auc") is None
+              and any(e.get(b, {}).get("roc_auc") is not None for b in ("logistic", "lightgbm"))]
+    out: dict[str, Any] = {
+        "test_cutoffs": [e["test_cutoff"] for e in entries],
+        "scored_cutoffs": [e["test_cutoff"] for e in both],
+        "product_failed_cutoffs": [e["test_cutoff"] for e in failed],
+        "test_rows": sum(e.get("test_rows", 0) for e in both),
+        "test_positives": sum(e.get("test_positives", 0) for e in both),
+        "per_cutoff": entries,
+    }
+    if not both:
+        errors = [e.get("product", {}).get("error") or e.get("error") for e in entries]
+        out["product"] = {"error": next((x for x in errors if x), "no test cutoff could be scored")}
+        out["error"] = out["product"]["error"]
+        for name in ("logistic", "lightgbm"):
+            scored = [e[name] for e in entries if e.get(name, {}).get("roc_auc") is not None]
+            if scored:
+                out[name] = _mean_metrics(scored)
+        _comparisons(out)
+        return out
+    for name in MODELS:
+        scored = [e[name] for e in both if e.get(name, {}).get("roc_auc") is not None]
+        if scored:
+            out[name] = _mean_metrics(scored)
+    _comparisons(out)
+    out["margin_over_best_baseline"] = _mean([e.get("margin_over_best_baseline") for e in both])
+    out["margins_per_cutoff"] = [e.get("margin_over_best_baseline") for e in both]
+    out["gap_to_truth"] = _mean([e.get("gap_to_truth") for e in both]) if "truth" in out else None
+    # Per-cutoff positives decide the ECE limit (a cutoff's own sample is what the ECE is noisy over).
+    mean_positives = out["test_positives"] / len(both)
+    limit = ECE_AIM_FEW_POSITIVES if mean_positives < FEW_POSITIVES else ECE_AIM
+    margin, ece = out["margin_over_best_baseline"], out["product"].get("ece")
+    out["aims"] = {
+        "auc_at_least_best_baseline": None if margin is None else bool(margin >= 0 and not failed),
+        "ece_limit": limit,
+        "ece_within_limit": None if ece is None else bool(ece <= limit),
+    }
+    if by_transition:
+        out["per_stage"] = _combine_stages([e["per_stage"] for e in both if "per_stage" in e])
+    return out
+
+
+def _mean_metrics(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k in metrics[0] if k != "error"]
+    return {k: (sum(m.get(k) or 0 for m in metrics) if k in _SUMMED else _mean([m.get(k) for m in metrics]))
+            for k in keys}
+
+
+def _combine_stages(per_cutoff: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per stage: rows and positives summed over the cutoffs, each model's metrics averaged."""
+    out: dict[str, Any] = {}
+    for stages in per_cutoff:
+        for stage, part in stages.items():
+            slot = out.setdefault(stage, {"rows": 0, "positives": 0, "cutoffs": 0, "_models": {}})
+            slot["rows"] += part["rows"]
+            slot["positives"] += part["positives"]
+            slot["cutoffs"] += 1
+            for model, m in part.items():
+                if isinstance(m, dict):
+                    slot["_models"].setdefault(model, []).append(m)
+    for slot in out.values():
+        for model, ms in slot.pop("_models").items():
+            slot[model] = {k: _mean([m.get(k) for m in ms]) for k in ms[0]}
+            slot[model]["worst_ece_vs_truth"] = max(
+                (m["ece_vs_truth"] for m in ms if m.get("ece_vs_truth") is not None), default=None)
+    return out
 
 
 def _comparisons(entry: dict[str, Any]) -> None:
@@ -401,6 +517,7 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             product = e.get("product", {})
             rows.append({
                 "dataset": name, "target": target, "error": e.get("error") or product.get("error"),
+                "cutoffs": _cutoff_count(e), "failed_cutoffs": e.get("product_failed_cutoffs") or [],
                 "rows": e.get("test_rows"), "positives": e.get("test_positives"),
                 "auc": product.get("roc_auc"), "pr_auc": product.get("pr_auc"), "ece": product.get("ece"),
                 "log_loss": product.get("log_loss"),
@@ -409,6 +526,13 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "gap": e.get("gap_to_truth"), "aims": e.get("aims", {}),
             })
     return rows
+
+
+def _cutoff_count(e: dict[str, Any]) -> str | None:
+    """"scored/asked" test cutoffs of a target's record, e.g. "3/3"; None for an old single-cutoff record."""
+    if "test_cutoffs" not in e or not isinstance(e["test_cutoffs"], list):
+        return None
+    return f"{len(e.get('scored_cutoffs', []))}/{len(e['test_cutoffs'])}"
 
 
 def aims_summary(results: dict[str, Any]) -> dict[str, Any]:
@@ -431,8 +555,8 @@ def render(results: dict[str, Any], console) -> None:
     """The results table and the aims check, with rich."""
     from rich.table import Table
 
-    table = Table(title="funnelcast quality suite: product vs independent baselines on a held-out later cutoff")
-    for col, justify in (("data set", "left"), ("target", "left"), ("rows / pos", "right"), ("AUC", "right"),
+    table = Table(title="funnelcast quality suite: product vs independent baselines, mean over held-out later cutoffs")
+    for col, justify in (("data set", "left"), ("target", "left"), ("cutoffs", "right"), ("rows / pos", "right"), ("AUC", "right"),
                          ("PR-AUC", "right"), ("ECE", "right"), ("log loss", "right"), ("LR AUC", "right"),
                          ("LGBM AUC", "right"), ("margin", "right"), ("truth AUC", "right"), ("gap", "right")):
         table.add_column(col, justify=justify)
@@ -441,15 +565,18 @@ def render(results: dict[str, Any], console) -> None:
         pos = "–" if r.get("rows") is None else f"{r['rows']:,} / {r['positives']:,}"
         if r.get("error") and r.get("auc") is None:
             notes.append(f"{r['dataset']} {r['target']}: {r['error']}")
+        if r.get("failed_cutoffs") and r.get("auc") is not None:
+            notes.append(f"{r['dataset']} {r['target']}: the product could not train at "
+                         f"{', '.join(c[:10] for c in r['failed_cutoffs'])} where a baseline could")
         if r["target"] == "–":
-            table.add_row(r["dataset"], "–", "–", *(["[red]error[/red]"] + ["–"] * 8))
+            table.add_row(r["dataset"], "–", "–", "–", *(["[red]error[/red]"] + ["–"] * 8))
             continue
         margin = r.get("margin")
         margin_text = _fmt(margin, signed=True)
         if margin is not None:
             margin_text = f"[{'green' if margin >= 0 else 'red'}]{margin_text}[/]"
         auc = "[red]no model[/red]" if r.get("auc") is None and r.get("error") else _fmt(r.get("auc"))
-        table.add_row(r["dataset"], r["target"], pos, auc, _fmt(r.get("pr_auc")), _fmt(r.get("ece"), 4),
+        table.add_row(r["dataset"], r["target"], r.get("cutoffs") or "–", pos, auc, _fmt(r.get("pr_auc")), _fmt(r.get("ece"), 4),
                       _fmt(r.get("log_loss")), _fmt(r.get("lr_auc")), _fmt(r.get("lgbm_auc")), margin_text,
                       _fmt(r.get("truth_auc")), _fmt(r.get("gap"), signed=True))
     console.print(table)
@@ -491,6 +618,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override a funnel config setting of every data set (dotted key, YAML value); repeatable")
     parser.add_argument("--threads", type=int, default=_default_threads(),
                         help="threads for the product and the LightGBM baseline (default $FUNNELCAST_THREADS, else all)")
+    parser.add_argument("--test-cutoffs", type=int, default=TEST_CUTOFFS, metavar="N",
+                        help=f"score every target at its latest N labelled cutoffs, each with a model trained on the "
+                             f"rows before it, and average (default {TEST_CUTOFFS})")
     parser.add_argument("--json", action="store_true", help="print quality.json to stdout (the table goes to stderr)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
@@ -498,6 +628,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown or not names:
         parser.error(f"unknown data set(s) {unknown}; data sets are {', '.join(DATASETS)}")
     args.datasets = names
+    if args.test_cutoffs < 1:
+        parser.error("--test-cutoffs must be at least 1")
     try:
         args.parsed_sets = parse_sets(args.sets)
     except SetError as exc:
@@ -540,7 +672,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 ds = DATASETS[name](args.quick)
                 loaded = time.perf_counter() - t0
-                record = evaluate_dataset(ds, sets=args.parsed_sets, threads=args.threads, out=out, say=say)
+                record = evaluate_dataset(ds, sets=args.parsed_sets, threads=args.threads, out=out,
+                                          test_cutoffs=args.test_cutoffs, say=say)
                 record["load_seconds"] = round(loaded, 2)
             except (FunnelcastError, SetError) as exc:
                 record = {"error": f"{type(exc).__name__}: {exc}"}
@@ -555,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "started_at": started_at,
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "quick": args.quick, "threads": args.threads, "sets": args.sets, "datasets": results,
+        "quick": args.quick, "threads": args.threads, "test_cutoffs": args.test_cutoffs, "sets": args.sets, "datasets": results,
         "aims": aims_summary(results),
     }
     doc = _clean(doc)

@@ -209,3 +209,60 @@ def test_ece_against_the_truth_sees_miscalibration_and_not_label_noise():
     assert out["a"]["product"]["ece_vs_truth"] == 0.0
     assert out["b"]["product"]["ece_vs_truth"] == pytest.approx(0.5 * truth[400:].mean(), abs=1e-6)
     assert "ece_vs_truth" not in out["a"]["truth"] and out["b"]["rows"] == 400
+
+
+def _cutoff_entry(cutoff, product_auc, lr_auc, lgbm_auc, ece, positives=300, per_stage=None):
+    from quality.run import _comparisons
+
+    entry = {"test_cutoff": cutoff, "test_rows": 1000, "test_positives": positives,
+             "product": {"roc_auc": product_auc, "ece": ece, "rows": 1000, "positives": positives}
+             if product_auc is not None else {"error": "cannot train: no two classes"},
+             "logistic": {"roc_auc": lr_auc, "ece": 0.01, "rows": 1000, "positives": positives},
+             "lightgbm": {"roc_auc": lgbm_auc, "ece": 0.01, "rows": 1000, "positives": positives}}
+    if per_stage is not None:
+        entry["per_stage"] = per_stage
+    _comparisons(entry)
+    return entry
+
+
+def test_test_cutoffs_are_the_latest_distinct_ones():
+    from quality.run import test_cutoffs_of
+
+    cutoffs = pd.Series(pd.to_datetime(["2024-01-01", "2024-03-01", "2024-02-01", "2024-03-01"], utc=True))
+    assert test_cutoffs_of(cutoffs, 2) == [pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-02-01", tz="UTC")]
+    assert len(test_cutoffs_of(cutoffs, 5)) == 3  # fewer labelled cutoffs than asked: all of them
+
+
+def test_cutoffs_combine_into_means_and_per_cutoff_margins():
+    from quality.run import combine_cutoffs, table_rows
+
+    stage = lambda ece: {"consideration": {"rows": 100, "positives": 10,  # noqa: E731
+                                           "product": {"roc_auc": 0.7, "ece": ece, "ece_vs_truth": ece / 2}}}
+    entries = [_cutoff_entry("c3", 0.80, 0.79, 0.75, 0.010, per_stage=stage(0.04)),
+               _cutoff_entry("c2", 0.70, 0.66, 0.72, 0.030, per_stage=stage(0.02))]
+    out = combine_cutoffs(entries, by_transition=True)
+    assert out["product"]["roc_auc"] == pytest.approx(0.75) and out["product"]["ece"] == pytest.approx(0.02)
+    assert out["product"]["positives"] == 600 and out["test_positives"] == 600
+    # The margin is the mean of each cutoff's margin over its better baseline (+0.01 and -0.02),
+    # not the mean AUC minus the better mean baseline (0.75 - 0.735 = +0.015).
+    assert out["margin_over_best_baseline"] == pytest.approx(-0.005)
+    assert out["aims"] == {"auc_at_least_best_baseline": False, "ece_limit": 0.03, "ece_within_limit": True}
+    assert out["per_stage"]["consideration"]["rows"] == 200
+    assert out["per_stage"]["consideration"]["product"]["ece"] == pytest.approx(0.03)
+    assert out["per_stage"]["consideration"]["product"]["worst_ece_vs_truth"] == pytest.approx(0.02)
+    assert out["per_cutoff"] == entries
+    row = table_rows({"d": {"targets": {"convert": out}}})[0]
+    assert row["cutoffs"] == "2/2" and row["margin"] == pytest.approx(-0.005)
+
+
+def test_a_cutoff_the_product_cannot_train_fails_the_auc_aim():
+    from quality.run import combine_cutoffs, table_rows
+
+    out = combine_cutoffs([_cutoff_entry("c3", 0.90, 0.80, 0.80, 0.01), _cutoff_entry("c2", None, 0.8, 0.8, None)])
+    assert out["scored_cutoffs"] == ["c3"] and out["product_failed_cutoffs"] == ["c2"]
+    assert out["margin_over_best_baseline"] == pytest.approx(0.10)  # over the cutoffs both scored
+    assert out["aims"]["auc_at_least_best_baseline"] is False
+    assert table_rows({"d": {"targets": {"churn": out}}})[0]["cutoffs"] == "1/2"
+    nothing = combine_cutoffs([_cutoff_entry("c1", None, 0.8, 0.7, None)])
+    assert nothing["error"].startswith("cannot train") and nothing["margin_over_best_baseline"] is None
+    assert nothing["logistic"]["roc_auc"] == 0.8
