@@ -143,6 +143,9 @@ class TrainingConfig(_Strict):
         description="The learners the backtest may select from (by mean test champion_metric over the folds); "
                     "all three are always fitted and reported.")
     calibration: Literal["isotonic", "sigmoid"] = "isotonic"
+    seasonal_shift: bool = Field(True, description=(
+        "Correct each stage's calibrated level for the time of year from the same weeks a year earlier "
+        "(training/model.py, SeasonalShift); has no effect with under a year of labelled history."))
     class_weight: Literal["balanced"] | None = None
     seed: int = 0
     early_stopping_rounds: int = Field(50, ge=1)

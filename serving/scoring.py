@@ -249,7 +249,7 @@ class Scorer:
                 tree = None
                 if model.uses_booster:
                     tree = np.array([one.raw_score(X[0])]) if one else model.booster_raw(scored, num_threads=threads)
-                p[rows] = model.probability(model.combine(tree, scored, linear), scored)
+                p[rows] = model.probability(model.combine(tree, scored, linear), scored, at=t)
             probs[target] = p
             if reasons:
                 why = np.flatnonzero(eligible & ~explained)

@@ -24,7 +24,8 @@ from funnelcast.features.model_input import Attribute, ModelInput, SchemaError
 from funnelcast.training.baselines import RecencyFrequency
 from funnelcast.training.linear import LinearModel, signed_log
 from funnelcast.training.metrics import expected_calibration_error
-from funnelcast.training.model import PROBABILITY_FLOOR, Calibrator, TargetModel, fit_target_model
+from funnelcast.training.model import (PROBABILITY_FLOOR, YEAR_NS, Calibrator, SeasonalShift, TargetModel, cutoff_ns,
+                                       fit_target_model)
 
 FAST = {"n_estimators": 200, "learning_rate": 0.1, "min_child_samples": 40}
 PLAN_EFFECT = {"basic": 1.5, "plus": 0.0, "pro": -1.5}
@@ -244,6 +245,52 @@ def test_per_stage_correction_calibrates_each_stage_without_reordering_it() -> N
     np.testing.assert_array_equal(staged.predict(np.array([0.3, 0.3]), few), plain.predict(np.array([0.3, 0.3])))
     again = Calibrator.from_dict(json.loads(json.dumps(staged.to_dict())))
     np.testing.assert_array_equal(again.predict(test_raw, test_stage), staged.predict(test_raw, test_stage))
+
+
+def _seasonal_world(rng, cutoffs, n=3000):
+    """Rows at monthly ``cutoffs``: a score the model sees, two stages, and in stage 1 a holiday rush
+    (log-odds +0.5 at cutoffs from 15 November to 31 December) that the score does not see."""
+    at = np.repeat(cutoff_ns(pd.Series(cutoffs)), n)
+    when = pd.to_datetime(pd.Series(at), utc=True)
+    stage = rng.integers(0, 2, len(at)).astype(float)
+    raw = rng.normal(-1.5, 1.0, len(at))
+    holiday = (((when.dt.month == 11) & (when.dt.day >= 15)) | (when.dt.month == 12)).to_numpy()
+    truth = 1 / (1 + np.exp(-(raw + np.where((stage == 1) & holiday, 0.5, 0.0))))
+    return at, stage, raw, truth, (rng.random(len(at)) < truth).astype(float)
+
+
+def test_seasonal_shift_takes_the_rush_from_a_year_earlier_and_nothing_from_noise() -> None:
+    rng = np.random.default_rng(8)
+    cutoffs = pd.date_range("2024-01-20", "2025-10-20", freq="30D", tz="UTC")
+    at, stage, raw, _, y = _seasonal_world(rng, cutoffs)
+    latest = at >= cutoff_ns(pd.Series(cutoffs[-3:]))[0]  # calibrated on the latest three cutoffs (Aug-Oct)
+    calibrator = Calibrator("isotonic").fit(raw[latest], y[latest], stage[latest])
+    shift = SeasonalShift.fit(calibrator.predict(raw, stage), y, stage, at, at[latest])
+    assert shift.reference == sorted(set(at[latest].tolist())) and shift.tolerance == 15 * 86_400 * 10**9
+    calibrator.seasonal_ = shift
+    # Scored at the start of the next rush: stage 1 moves up by about the rush, stage 0 does not move.
+    t_at, t_stage, t_raw, t_truth, _ = _seasonal_world(rng, pd.DatetimeIndex(["2025-11-19"], tz="UTC"), n=20_000)
+    plain = calibrator.predict(t_raw, t_stage)
+    seasonal = calibrator.predict(t_raw, t_stage, at=t_at)
+    rush = t_stage == 1
+    assert 0.3 < shift.offset(1, int(t_at[0])) < 0.7 and abs(shift.offset(0, int(t_at[0]))) < 0.03
+    assert ece_vs(t_truth[rush], plain[rush]) > 0.05 and ece_vs(t_truth[rush], seasonal[rush]) < 0.02
+    assert np.abs(seasonal[~rush] - plain[~rush]).max() < 0.01
+    # Where no cutoff sits a year before (or a calibration cutoff has no counterpart), nothing moves.
+    assert shift.offset(1, int(cutoff_ns(pd.Series(pd.DatetimeIndex(["2024-11-19"], tz="UTC")))[0])) == 0.0
+    assert shift.offset(1, int(t_at[0]) + 3 * YEAR_NS + 40 * 86_400 * 10**9) == 0.0  # past every year tried
+    # Scored in a season like the calibration cutoffs': the year-ago gap is noise, shrunk to (nearly) nothing.
+    for day in ("2025-08-20", "2025-09-04", "2025-10-01"):
+        t = int(cutoff_ns(pd.Series(pd.DatetimeIndex([day], tz="UTC")))[0])
+        assert abs(shift.offset(0, t)) < 0.05 and abs(shift.offset(1, t)) < 0.05, day
+    # Saved and loaded, the same numbers.
+    again = Calibrator.from_dict(json.loads(json.dumps(calibrator.to_dict())))
+    np.testing.assert_array_equal(again.predict(t_raw, t_stage, at=t_at), seasonal)
+
+
+def ece_vs(truth: np.ndarray, p: np.ndarray) -> float:
+    """ECE with the true probabilities in place of outcomes (the bins of ``p``)."""
+    return expected_calibration_error(truth, p)
 
 
 def test_unknown_calibration_method() -> None:

@@ -68,6 +68,38 @@ def test_the_models_use_every_kind_of_customer_attribute(scorer):
                          "signup_date": "date", "employees": "number"}
 
 
+def test_a_seasonal_shift_moves_batch_single_customer_and_training_path_scores_alike(scorer, source):
+    """The year-ago seasonal shift depends on the scoring time: the batch scorer, the one-customer path
+    and the model on build_features rows (its ``cutoff`` column) must all apply the same one."""
+    from funnelcast.training.model import DAY_NS, YEAR_NS, SeasonalShift
+
+    ev, cust, arrays, t = source
+    model = scorer.models["convert"]
+    reference = t - 30 * DAY_NS
+    codes = range(len(scorer.config.stages))  # every stage: the year before t ran 0.6 log-odds above calibration's
+    shift = SeasonalShift({c: {t - YEAR_NS: (0.6, 0.05), reference - YEAR_NS: (0.0, 0.05)} for c in codes},
+                          [reference], DAY_NS)
+    saved = model.calibrator_.seasonal_
+    # The registered model (two years of simulated history) came back from MLflow with its own table.
+    assert saved is not None and sum(len(cells) for cells in saved.residuals.values()) >= 10
+    assert model.metadata_["refit"]["seasonal_cells"] == sum(len(cells) for cells in saved.residuals.values())
+    frame = build_features(ev, cust, pd.Timestamp(t, tz="UTC"), scorer.config)
+    X = model.matrix(frame)
+    plain = model.probability(model.raw_score(X), X)  # no scoring time: no season
+    try:
+        model.calibrator_.seasonal_ = shift
+        scored = score_population(scorer, arrays, cust, t, reasons=False).probability("convert")
+        rows = ~np.isnan(scored)
+        np.testing.assert_array_equal(scored[rows], model.predict_proba(frame)[rows])
+        assert np.all(scored[rows] > plain[rows])  # moved, for every scored row
+        one = int(np.flatnonzero(rows)[0])
+        single = scorer.score_arrays(arrays.subset(np.array([one])), t,
+                                     scorer.encode_attributes(cust, arrays.customer_ids[[one]]), reasons=False)
+        assert single.probability("convert")[0] == scored[one]
+    finally:
+        model.calibrator_.seasonal_ = saved
+
+
 def test_mlflow_model_alone_gives_the_scorers_probabilities(served_models, scorer, source):
     """A data scientist with MLflow alone: load the registered model, predict on build_features output."""
     import mlflow

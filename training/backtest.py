@@ -34,7 +34,8 @@ from funnelcast.features.targets import TARGETS
 from funnelcast.training.baselines import RecencyFrequency
 from funnelcast.training.linear import LinearModel
 from funnelcast.training.metrics import LOWER_IS_BETTER, binary_metrics
-from funnelcast.training.model import LEARNERS, Calibrator, TargetModel, category_sizes, fit_booster
+from funnelcast.training.model import (LEARNERS, Calibrator, SeasonalShift, TargetModel, category_sizes, cutoff_ns,
+                                       fit_booster)
 from funnelcast.training.splits import BacktestPlan, Fold, in_time_plan, plan_backtest
 
 __all__ = ["MODELS", "SELECTED", "FoldResult", "TargetBacktest", "TrainingDataError", "latest_test_rows",
@@ -170,6 +171,8 @@ def run_backtest(
         linear = LinearModel.fit(X_train, y_train, sizes, seed=settings.seed)
         tree_valid = booster.predict(X_valid, raw_score=True, num_iteration=best)
         tree_test = booster.predict(X_test, raw_score=True, num_iteration=best)
+        tree_train = booster.predict(X_train, raw_score=True, num_iteration=best) if settings.seasonal_shift else None
+        at_test = cutoff_ns(test["cutoff"])
         models, raw, p_test = {}, {}, {}
         for learner, weight in LEARNERS.items():
             model = TargetModel(
@@ -177,8 +180,11 @@ def run_backtest(
                 params_=_params(merged, settings), best_iteration_=best, linear_=linear if weight < 1 else None,
                 weight_=weight, metadata_={"funnel_config": config.model_dump(mode="json")})
             model.calibrator_.fit(model.combine(tree_valid, X_valid), y_valid, model.segment(X_valid))
+            if settings.seasonal_shift:
+                _fit_seasonal(model, model.combine(tree_train, X_train), X_train, y_train, train["cutoff"],
+                              valid["cutoff"])
             raw[learner] = model.combine(tree_test, X_test)
-            p_test[learner] = model.probability(raw[learner], X_test)
+            p_test[learner] = model.probability(raw[learner], X_test, at=at_test)
             models[learner] = model
         heuristic = RecencyFrequency(config, target).fit(valid)
         scores = pd.DataFrame({
@@ -277,14 +283,30 @@ def _refit(rows: pd.DataFrame, folds: list[FoldResult], learner: str, plan: Back
         segment = None if segment is None else segment[keep]
     calibrator = Calibrator(settings.calibration).fit(raw, labels, segment)
     last = rows["cutoff"].max()
+    model = TargetModel(target=target, input_=model_input, booster_=booster, calibrator_=calibrator,
+                        params_=_params(merged, settings), best_iteration_=rounds, linear_=linear, weight_=weight,
+                        metadata_={"funnel_config": config.model_dump(mode="json")})
+    seasonal = None
+    if settings.seasonal_shift:
+        seasonal = _fit_seasonal(model, model.raw_score(X, num_threads=threads), X, y, rows["cutoff"], cutoffs)
     refit = {"learner": learner, "rounds": rounds, "rows": int(len(rows)), "cutoffs": int(rows["cutoff"].nunique()),
              "last_training_cutoff": str(pd.Timestamp(last)), "calibration_rows": int(len(raw)),
              "calibration_cutoffs": [str(pd.Timestamp(c)) for c in sorted(cutoffs.unique())],
-             "calibration_segments": sorted(calibrator.segments_), "estimate": plan.kind}
-    model = TargetModel(target=target, input_=model_input, booster_=booster, calibrator_=calibrator,
-                        params_=_params(merged, settings), best_iteration_=rounds, linear_=linear, weight_=weight,
-                        metadata_={"funnel_config": config.model_dump(mode="json"), "refit": refit})
+             "calibration_segments": sorted(calibrator.segments_), "estimate": plan.kind,
+             "seasonal_cells": None if seasonal is None else sum(len(c) for c in seasonal.residuals.values())}
+    model.metadata_["refit"] = refit
     return model, refit
+
+
+def _fit_seasonal(model: TargetModel, raw: np.ndarray, X: np.ndarray, y: np.ndarray, cutoffs: pd.Series,
+                  reference: pd.Series) -> SeasonalShift:
+    """Fit ``model``'s :class:`~.model.SeasonalShift` from its calibrated probabilities of its own
+    labelled rows (log-odds ``raw``, matrix ``X``) at their cutoffs, against the cutoffs its
+    calibration came from (``reference``)."""
+    p = model.probability(raw, X)  # no season yet: the gaps it measures are the calibrated model's
+    shift = SeasonalShift.fit(p, y, model.segment(X), cutoff_ns(cutoffs), cutoff_ns(reference.drop_duplicates()))
+    model.calibrator_.seasonal_ = shift
+    return shift
 
 
 def _params(merged: dict[str, Any], settings) -> dict[str, Any]:

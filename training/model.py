@@ -28,6 +28,19 @@ rows of both classes, a Platt correction of that probability's logit (two number
 with too few rows keeps the global map: two numbers fitted on a handful of rows would be noise.
 Ranking inside a stage is unchanged (the correction is monotone), so ROC-AUC within a transition is
 the model's, and calibration within it is the stage's own.
+
+**Seasons, from the same weeks a year earlier.** Calibration is fitted on the latest cutoffs, so its
+level is theirs; where a stage's base rate moves with the time of year (a holiday rush, a summer
+lull) a model scored in another season is off by that move. Trees rarely learn it: the move is a
+level shift of one stage at a few cutoffs. With more than a year of labelled history the
+:class:`SeasonalShift` measures it instead: per stage and training cutoff, the log-odds gap between
+the observed rate and the model's mean probability; at scoring time t, the gap at the cutoff nearest
+t − 1 year minus the mean gap at the calibration cutoffs' counterparts a year earlier is how much
+further t's season sat from the calibration season last year. It is shrunk toward zero by its
+standard error (a non-negative garrote, ``Δ · max(0, 1 − (1.5 se / Δ)²)``: no change within 1.5
+standard errors, nearly all of a shift many standard errors wide; a stage's monthly cell of 1,000 rows
+has a standard error near 0.1 on the log-odds). Without a cutoff a year before
+t (under a year of history) nothing changes.
 """
 
 from __future__ import annotations
@@ -47,6 +60,7 @@ from sklearn.linear_model import LogisticRegression
 
 from funnelcast.features.model_input import ModelInput
 from funnelcast.features.targets import TARGETS
+from funnelcast.features.timestamps import column_ns
 from funnelcast.training.linear import LinearModel
 
 MODEL_FORMAT = 2
@@ -64,6 +78,111 @@ PROBABILITY_FLOOR = 1e-4
 (or all negatives) must not make the model certain."""
 
 
+SEASONAL_NOISE_SE = 1.5
+"""A seasonal shift within this many standard errors is taken as noise (:class:`SeasonalShift`)."""
+YEAR_NS = int(365.25 * 86_400 * 10**9)
+DAY_NS = 86_400 * 10**9
+
+
+@dataclass
+class SeasonalShift:
+    """The year-ago seasonal correction of a calibrated model (module docstring): per segment (stage
+    code, -1 for rows without one) and training cutoff (int ns), the log-odds gap between the observed
+    rate and the model's mean probability, with its standard error; the calibration cutoffs; and how
+    far from ``t - 1 year`` a cutoff may sit to stand for it (half the cutoffs' usual spacing)."""
+
+    residuals: dict[int, dict[int, tuple[float, float]]]
+    reference: list[int]
+    tolerance: int
+
+    @classmethod
+    def fit(cls, p: np.ndarray, y: np.ndarray, segment: np.ndarray | None, cutoffs: np.ndarray,
+            reference: np.ndarray) -> SeasonalShift:
+        """From a model's calibrated probabilities ``p`` of labelled rows (``y``, each row's ``segment``
+        and ``cutoffs`` as int ns) and the cutoffs its calibration was fitted on. A (segment, cutoff)
+        cell counts with as many rows and rarer-class rows as a stage's calibration correction needs
+        (so its shift is finite and not noise)."""
+        codes = np.full(len(p), -1, dtype=np.int64) if segment is None else \
+            np.where(np.isnan(segment), -1, segment).astype(np.int64)
+        y = np.asarray(y, dtype=float)
+        keys, cell = np.unique(np.stack([codes, np.asarray(cutoffs, dtype=np.int64)]), axis=1, return_inverse=True)
+        cell = cell.ravel()
+        n = np.bincount(cell, minlength=keys.shape[1])
+        positives = np.bincount(cell, weights=y, minlength=keys.shape[1])
+        # Per cell, the maximum-likelihood shift of the log-odds (a logistic intercept with the model's
+        # log-odds as offset), by Newton steps over every cell at once: the logit of the mean rate
+        # minus the logit of the mean probability would understate it when the probabilities spread.
+        base = _logit(np.clip(np.asarray(p, dtype=float), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR))
+        shift = np.zeros(keys.shape[1])
+        for _ in range(25):
+            q = expit(base + shift[cell])
+            information = np.bincount(cell, weights=q * (1 - q), minlength=keys.shape[1])
+            step = (positives - np.bincount(cell, weights=q, minlength=keys.shape[1])) / information
+            shift += step
+            if np.max(np.abs(step)) < 1e-10:
+                break
+        se = 1.0 / np.sqrt(information)
+        enough = (n >= SEGMENT_MIN_ROWS) & (np.minimum(positives, n - positives) >= SEGMENT_MIN_CLASS)
+        residuals: dict[int, dict[int, tuple[float, float]]] = {}
+        for i in np.flatnonzero(enough):  # one per (stage, cutoff) cell, not per row
+            residuals.setdefault(int(keys[0, i]), {})[int(keys[1, i])] = (float(shift[i]), float(se[i]))
+        distinct = np.unique(np.asarray(cutoffs, dtype=np.int64))
+        spacing = int(np.median(np.diff(distinct))) if len(distinct) > 1 else DAY_NS
+        return cls(residuals, sorted(int(c) for c in np.unique(np.asarray(reference, dtype=np.int64))),
+                   max(spacing // 2, DAY_NS))
+
+    def offset(self, code: int, at: int) -> float:
+        """The log-odds shift for segment ``code`` scored at ``at`` (int ns); 0 where a year-ago cutoff,
+        or a calibration cutoff's counterpart, is missing, or the shift is within the noise."""
+        table = self.residuals.get(int(code))
+        if not table or not self.reference:
+            return 0.0
+        keys = np.fromiter(table, dtype=np.int64)
+        keys.sort()
+
+        def nearest(t: int) -> int | None:
+            i = int(np.searchsorted(keys, t))
+            near = keys[max(i - 1, 0): i + 1]
+            best = int(near[np.argmin(np.abs(near - t))])
+            return best if abs(best - t) <= self.tolerance else None
+
+        for years in (1, 2, 3):  # the latest year with every counterpart
+            now = nearest(int(at) - years * YEAR_NS)
+            then = [nearest(c - years * YEAR_NS) for c in self.reference]
+            if now is None or any(c is None for c in then):
+                continue
+            delta = table[now][0] - float(np.mean([table[c][0] for c in then]))
+            se = float(np.hypot(table[now][1], np.sqrt(sum(table[c][1] ** 2 for c in then)) / len(then)))
+            # Shrunk toward zero (a non-negative garrote): none within SEASONAL_NOISE_SE standard
+            # errors, nearly all of a shift many standard errors wide.
+            return float(delta * max(0.0, 1.0 - (SEASONAL_NOISE_SE * se / delta) ** 2)) if delta else 0.0
+        return 0.0
+
+    def apply(self, p: np.ndarray, segment: np.ndarray | None, at: np.ndarray | int) -> np.ndarray:
+        """``p`` shifted on the log-odds scale per row's (segment, scoring time); one offset per distinct pair."""
+        codes = np.full(len(p), -1, dtype=np.int64) if segment is None else \
+            np.where(np.isnan(segment), -1, segment).astype(np.int64)
+        at = np.broadcast_to(np.asarray(at, dtype=np.int64), p.shape)
+        pairs, which = np.unique(np.stack([codes, at]), axis=1, return_inverse=True)
+        shift = np.array([self.offset(code, t) for code, t in pairs.T])[which.ravel()]
+        moved = shift != 0
+        if moved.any():
+            p = p.copy()
+            p[moved] = expit(_logit(p[moved]) + shift[moved])
+        return p
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"residuals": {str(code): {str(c): list(v) for c, v in cells.items()}
+                              for code, cells in self.residuals.items()},
+                "reference": self.reference, "tolerance": self.tolerance}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SeasonalShift:
+        return cls({int(code): {int(c): (float(r), float(e)) for c, (r, e) in cells.items()}
+                    for code, cells in data["residuals"].items()},
+                   [int(c) for c in data["reference"]], int(data["tolerance"]))
+
+
 class Calibrator:
     """Maps a booster's raw score (log-odds) to a calibrated probability: isotonic regression or a
     sigmoid (Platt) fit, both from scikit-learn, fitted on a held-out fold."""
@@ -73,6 +192,7 @@ class Calibrator:
             raise ValueError(f"calibration method {method!r}: use 'isotonic' or 'sigmoid'")
         self.method = method
         self.segments_: dict[int, tuple[float, float]] = {}
+        self.seasonal_: SeasonalShift | None = None
 
     def fit(self, raw: np.ndarray, y: np.ndarray, segment: np.ndarray | None = None) -> Calibrator:
         """Fit the map from raw scores (log-odds) to probabilities on held-out labels ``y``; with
@@ -120,26 +240,32 @@ class Calibrator:
             p = expit(raw * self.coef_ + self.intercept_)
         return np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
 
-    def predict(self, raw: np.ndarray, segment: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, raw: np.ndarray, segment: np.ndarray | None = None, at: np.ndarray | int | None = None) -> np.ndarray:
         """Calibrated probabilities of raw scores (with each row's segment, where the map has
-        per-segment corrections), kept inside [floor, 1 - floor]."""
+        per-segment corrections, and the scoring time ``at`` in int ns, scalar or per row, where it has a
+        :class:`SeasonalShift`), kept inside [floor, 1 - floor]."""
         p = self._global(np.asarray(raw, dtype=float))
+        segment = None if segment is None else np.asarray(segment, dtype=float)
         if self.segments_ and segment is not None:
-            segment = np.asarray(segment, dtype=float)
             logit = _logit(p)
             for code, (a, b) in self.segments_.items():
                 rows = segment == code
                 if rows.any():
                     p[rows] = expit(a * logit[rows] + b)
             p = np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        if self.seasonal_ is not None and at is not None and len(p):
+            p = np.clip(self.seasonal_.apply(p, segment, at), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
         return p
 
     def to_dict(self) -> dict[str, Any]:
         """The fitted map as plain JSON (floats round-trip exactly)."""
         segments = {str(code): list(ab) for code, ab in self.segments_.items()}
+        seasonal = None if self.seasonal_ is None else self.seasonal_.to_dict()
         if self.method == "isotonic":
-            return {"method": "isotonic", "x": self.x_.tolist(), "y": self.y_.tolist(), "segments": segments}
-        return {"method": "sigmoid", "coef": self.coef_, "intercept": self.intercept_, "segments": segments}
+            return {"method": "isotonic", "x": self.x_.tolist(), "y": self.y_.tolist(), "segments": segments,
+                    "seasonal": seasonal}
+        return {"method": "sigmoid", "coef": self.coef_, "intercept": self.intercept_, "segments": segments,
+                "seasonal": seasonal}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
@@ -151,11 +277,18 @@ class Calibrator:
         else:
             calibrator.coef_, calibrator.intercept_ = float(data["coef"]), float(data["intercept"])
         calibrator.segments_ = {int(k): (float(a), float(b)) for k, (a, b) in data.get("segments", {}).items()}
+        if data.get("seasonal"):
+            calibrator.seasonal_ = SeasonalShift.from_dict(data["seasonal"])
         return calibrator
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
+
+
+def cutoff_ns(cutoffs: pd.Series | np.ndarray) -> np.ndarray:
+    """Cutoffs (timestamps; naive ones taken as UTC) as int64 ns since the epoch."""
+    return column_ns(pd.to_datetime(pd.Series(cutoffs), utc=True))
 
 
 LEARNERS = {"lightgbm": 1.0, "logistic": 0.0, "blend": 0.5}
@@ -239,15 +372,20 @@ class TargetModel:
         names = self.input_.columns
         return X[:, names.index(STAGE_COLUMN)] if STAGE_COLUMN in names else None
 
-    def predict_proba(self, frame: pd.DataFrame | np.ndarray, num_threads: int = 0) -> np.ndarray:
-        """Calibrated probability of the target for each row (of a feature frame or the model's matrix)."""
+    def predict_proba(self, frame: pd.DataFrame | np.ndarray, num_threads: int = 0,
+                      at: np.ndarray | int | None = None) -> np.ndarray:
+        """Calibrated probability of the target for each row (of a feature frame or the model's matrix).
+        The scoring time for the seasonal shift is ``at`` (int ns), else a frame's ``cutoff`` column."""
         X = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
-        return self.probability(self.raw_score(X, num_threads=num_threads), X)
+        if at is None and isinstance(frame, pd.DataFrame) and "cutoff" in frame.columns:
+            at = cutoff_ns(frame["cutoff"])
+        return self.probability(self.raw_score(X, num_threads=num_threads), X, at=at)
 
-    def probability(self, raw: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
+    def probability(self, raw: np.ndarray, X: np.ndarray | None = None, at: np.ndarray | int | None = None) -> np.ndarray:
         """Calibrated probability of log-odds from :meth:`raw_score`; ``X`` (the same rows' matrix)
-        gives each row's stage for the per-stage corrections."""
-        return self.calibrator_.predict(raw, None if X is None else self.segment(X))
+        gives each row's stage for the per-stage corrections, ``at`` (int ns: the cutoff, scalar or per
+        row) the season for the :class:`SeasonalShift`."""
+        return self.calibrator_.predict(raw, None if X is None else self.segment(X), at=at)
 
     def credits(self, booster_credit: np.ndarray | None, X: np.ndarray, linear: np.ndarray | None = None) -> np.ndarray:
         """Per row and input column, its push on the log-odds: the booster's (from
