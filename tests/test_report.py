@@ -110,7 +110,8 @@ def backtest(table: pd.DataFrame) -> TargetBacktest:
     selection = {name: float(np.mean([f.metrics[name]["roc_auc"] for f in folds])) for name in ("lightgbm", "logistic")}
     refit = {"learner": "lightgbm", "rounds": 40, "rows": len(table), "cutoffs": 8,
              "last_training_cutoff": "2024-08-01 00:00:00+00:00", "calibration_rows": 1234,
-             "calibration_cutoffs": ["2024-07-01", "2024-08-01"], "calibration_segments": [3, 4], "estimate": "out-of-time"}
+             "calibration_cutoffs": ["2024-07-01", "2024-08-01"], "calibration_segments": [3, 4], "estimate": "out-of-time",
+             "seasonal_cells": 17}
     return TargetBacktest(target="churn", folds=folds, rows=len(table), positives=int(y.sum()),
                           plan=BacktestPlan([f.fold for f in folds], ["only 2 of the 3 folds fit"]), learner="lightgbm",
                           selection=selection, selection_metric="roc_auc", model=folds[-1].model, refit=refit)
@@ -193,6 +194,7 @@ def test_report_sections_margins_and_self_containment(backtest: TargetBacktest, 
     assert f"<tr><td>logistic</td><td>{backtest.selection['logistic']:.4f}</td><td></td></tr>" in text
     assert f"<tr><td>lightgbm</td><td>{backtest.selection['lightgbm']:.4f}</td><td>selected</td></tr>" in text
     assert "refitted on all" in text and "40 boosting rounds" in text and "correction for 2 stage(s)" in text
+    assert "Seasonal shift: 17 (stage, cutoff) cells measured" in text
     for fold in backtest.folds:
         assert fold.fold.describe() in text
 

@@ -332,7 +332,20 @@ def _model_section(backtest: TargetBacktest) -> str:
               f"({refit['cutoffs']} cutoffs up to {html.escape(refit['last_training_cutoff'][:10])}) with "
               f"{refit['rounds']} boosting rounds (the folds' median), calibrated on {refit['calibration_rows']:,} "
               f"out-of-fold scores at {len(refit['calibration_cutoffs'])} recent cutoffs, with its own correction for "
-              f"{len(refit['calibration_segments'])} stage(s).</p>")
+              f"{len(refit['calibration_segments'])} stage(s).</p>"
+            + f"<p>{html.escape(_seasonal_text(refit))}</p>")
+
+
+def _seasonal_text(refit: dict) -> str:
+    """What the model's year-ago seasonal shift (training/model.py, SeasonalShift) has to work with."""
+    cells = refit.get("seasonal_cells")
+    if cells is None:
+        return "Seasonal shift: off (training.seasonal_shift)."
+    if cells == 0:
+        return "Seasonal shift: no (stage, cutoff) cell has enough rows of both classes; scores are not moved by season."
+    return (f"Seasonal shift: {cells} (stage, cutoff) cells measured; a score at time t moves by how far its stage's "
+            "season a year before t sat from the calibration season, where the history reaches that far back "
+            "(not otherwise), shrunk toward zero by its standard error.")
 
 
 def _backtest_section(backtest: TargetBacktest) -> str:

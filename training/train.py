@@ -292,6 +292,7 @@ def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, p
         "selection_metric": backtest.selection_metric, "refit_rounds": backtest.refit["rounds"],
         "refit_rows": backtest.refit["rows"], "refit_cutoffs": backtest.refit["cutoffs"],
         "calibration_rows": backtest.refit["calibration_rows"],
+        "seasonal_shift": config.training.seasonal_shift, "seasonal_cells": backtest.refit.get("seasonal_cells"),
         **{f"lgbm_{k}": v for k, v in params.items()},
     })
     if backtest.notes:
