@@ -81,6 +81,8 @@ PROBABILITY_FLOOR = 1e-4
 SEASONAL_NOISE_SE = 1.5
 """A seasonal shift within this many standard errors is taken as noise (:class:`SeasonalShift`)."""
 YEAR_NS = int(365.25 * 86_400 * 10**9)
+YEARS_BACK = (1, 2, 3)
+"""How many years back a seasonal shift looks for its counterparts, nearest first."""
 DAY_NS = 86_400 * 10**9
 
 
@@ -131,40 +133,67 @@ class SeasonalShift:
         return cls(residuals, sorted(int(c) for c in np.unique(np.asarray(reference, dtype=np.int64))),
                    max(spacing // 2, DAY_NS))
 
+    def __post_init__(self) -> None:
+        # Per segment, what offset() needs that does not depend on the scoring time: the cutoffs as a
+        # sorted array with their gaps and errors, and per number of years back the calibration
+        # cutoffs' mean year-ago gap and its error (None where one has no counterpart).
+        self._cells: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[float, float] | None]]] = {}
+        for code, table in self.residuals.items():
+            keys = np.array(sorted(table), dtype=np.int64)
+            gaps = np.array([table[k][0] for k in keys])
+            errors = np.array([table[k][1] for k in keys])
+            then = []
+            for years in YEARS_BACK:
+                found = [self._nearest(keys, c - years * YEAR_NS) for c in self.reference]
+                if not found or any(i is None for i in found):
+                    then.append(None)
+                else:
+                    then.append((float(gaps[found].mean()), float(np.sqrt(np.sum(errors[found] ** 2))) / len(found)))
+            self._cells[int(code)] = (keys, gaps, errors, then)
+
+    def _nearest(self, keys: np.ndarray, t: int) -> int | None:
+        """Index of the cutoff in ``keys`` nearest ``t``, if within the tolerance."""
+        i = int(np.searchsorted(keys, t))
+        best = min((j for j in (i - 1, i) if 0 <= j < len(keys)), key=lambda j: abs(int(keys[j]) - t), default=None)
+        return best if best is not None and abs(int(keys[best]) - t) <= self.tolerance else None
+
     def offset(self, code: int, at: int) -> float:
         """The log-odds shift for segment ``code`` scored at ``at`` (int ns); 0 where a year-ago cutoff,
         or a calibration cutoff's counterpart, is missing, or the shift is within the noise."""
-        table = self.residuals.get(int(code))
-        if not table or not self.reference:
+        cells = self._cells.get(int(code))
+        if cells is None:
             return 0.0
-        keys = np.fromiter(table, dtype=np.int64)
-        keys.sort()
-
-        def nearest(t: int) -> int | None:
-            i = int(np.searchsorted(keys, t))
-            near = keys[max(i - 1, 0): i + 1]
-            best = int(near[np.argmin(np.abs(near - t))])
-            return best if abs(best - t) <= self.tolerance else None
-
-        for years in (1, 2, 3):  # the latest year with every counterpart
-            now = nearest(int(at) - years * YEAR_NS)
-            then = [nearest(c - years * YEAR_NS) for c in self.reference]
-            if now is None or any(c is None for c in then):
+        keys, gaps, errors, then = cells
+        for years, reference in zip(YEARS_BACK, then):  # the latest year with every counterpart
+            now = self._nearest(keys, int(at) - years * YEAR_NS)
+            if now is None or reference is None:
                 continue
-            delta = table[now][0] - float(np.mean([table[c][0] for c in then]))
-            se = float(np.hypot(table[now][1], np.sqrt(sum(table[c][1] ** 2 for c in then)) / len(then)))
+            delta = float(gaps[now]) - reference[0]
+            se = float(np.hypot(errors[now], reference[1]))
             # Shrunk toward zero (a non-negative garrote): none within SEASONAL_NOISE_SE standard
             # errors, nearly all of a shift many standard errors wide.
-            return float(delta * max(0.0, 1.0 - (SEASONAL_NOISE_SE * se / delta) ** 2)) if delta else 0.0
+            return delta * max(0.0, 1.0 - (SEASONAL_NOISE_SE * se / delta) ** 2) if delta else 0.0
         return 0.0
 
     def apply(self, p: np.ndarray, segment: np.ndarray | None, at: np.ndarray | int) -> np.ndarray:
-        """``p`` shifted on the log-odds scale per row's (segment, scoring time); one offset per distinct pair."""
+        """``p`` shifted on the log-odds scale per row's segment and scoring time ``at`` (int ns, one for
+        every row or one per row): one offset per distinct (segment, time), looked up per row."""
+        if not self._cells:
+            return p
+        if len(p) == 1 and np.ndim(at) == 0:  # one customer (a request): no tables to build
+            code = -1 if segment is None or np.isnan(segment[0]) else int(segment[0])
+            shift = self.offset(code, int(at))
+            return expit(_logit(p) + shift) if shift else p
         codes = np.full(len(p), -1, dtype=np.int64) if segment is None else \
             np.where(np.isnan(segment), -1, segment).astype(np.int64)
-        at = np.broadcast_to(np.asarray(at, dtype=np.int64), p.shape)
-        pairs, which = np.unique(np.stack([codes, at]), axis=1, return_inverse=True)
-        shift = np.array([self.offset(code, t) for code, t in pairs.T])[which.ravel()]
+        at = np.asarray(at, dtype=np.int64)
+        if at.ndim == 0:
+            times, when = at.reshape(1), np.zeros(len(p), dtype=np.intp)
+        else:
+            times, when = np.unique(at, return_inverse=True)
+        present, which = np.unique(codes, return_inverse=True)
+        table = np.array([[self.offset(code, t) for code in present] for t in times])
+        shift = table[when.ravel(), which.ravel()]
         moved = shift != 0
         if moved.any():
             p = p.copy()
