@@ -436,12 +436,24 @@ def frames_hash(*frames: pd.DataFrame | None) -> str:
     return digest.hexdigest()
 
 
+def validate_source(raw: pd.DataFrame, config: FunnelConfig, source: str = "events", as_of: Any = None,
+                    notes: Sequence[tuple[str, int]] = ()) -> tuple[pd.DataFrame, ValidationSummary]:
+    """A raw table as the funnel's canonical events: :func:`validate_events`, or, where the config has
+    an ``order_log`` section, :func:`funnelcast.features.orders.validate_orders` (a transaction log)."""
+    if config.order_log is not None:
+        from funnelcast.features.orders import validate_orders  # orders builds on this module
+
+        return validate_orders(raw, config, source=source, as_of=as_of, notes=notes)
+    return validate_events(raw, config, source=source, as_of=as_of, notes=notes)
+
+
 def read_events(
     spec: str | Path | SqlSource, config: FunnelConfig, as_of: Any = None
 ) -> tuple[pd.DataFrame, ValidationSummary]:
-    """Read and validate events from any supported source (see :func:`parse_source`)."""
+    """Read and validate events from any supported source (see :func:`parse_source`); an order log
+    where the config says so (:func:`validate_source`)."""
     raw = read_table(spec)
-    return validate_events(raw.frame, config, source=raw.name, as_of=as_of, notes=raw.notes)
+    return validate_source(raw.frame, config, source=raw.name, as_of=as_of, notes=raw.notes)
 
 
 def read_customers(spec: str | Path | SqlSource, config: FunnelConfig) -> tuple[pd.DataFrame, ValidationSummary]:
@@ -557,7 +569,7 @@ class EventEncoder:
         """A table of events (raw frame or source spec) validated and encoded; ``customer_ids`` fixes
         the customer axis (see :meth:`EventArrays.from_frame`), ``as_of`` is the extraction time."""
         if isinstance(events, pd.DataFrame):
-            canonical, summary = validate_events(events, self.config, source=source, as_of=as_of)
+            canonical, summary = validate_source(events, self.config, source=source, as_of=as_of)
         else:
             canonical, summary = read_events(events, self.config, as_of=as_of)
         return EventArrays.from_frame(canonical, self.config, customer_ids), summary

@@ -223,6 +223,19 @@ class ServingConfig(_Strict):
         return v
 
 
+class OrderLogConfig(_Strict):
+    """Read the source as a plain transaction log (``customer_id``, ``timestamp`` or ``date``, ``amount``,
+    optional ``quantity``) instead of an event log (:mod:`funnelcast.features.orders`): each customer's
+    first order becomes ``first_order_event``, every later one ``repeat_order_event``."""
+
+    same_day: Literal["merge", "keep"] = Field("merge", description=(
+        "merge: a customer's orders on one calendar day (in source_timezone, else UTC) become one order at the "
+        "day's first timestamp, amounts and quantities summed (counted in the validation summary); keep: each "
+        "row stays an order."))
+    first_order_event: Name = "first_order"
+    repeat_order_event: Name = "repeat_order"
+
+
 class FunnelConfig(_Strict):
     """A validated funnel. Stage order is the journey's order; each event type evidences at most one stage."""
 
@@ -245,6 +258,9 @@ class FunnelConfig(_Strict):
     readiness: ReadinessConfig = ReadinessConfig()
     training: TrainingConfig = TrainingConfig()
     serving: ServingConfig = ServingConfig()
+    order_log: OrderLogConfig | None = Field(None, description=(
+        "Set to read sources as a transaction log (one row per order) rather than an event log; "
+        "the shipped 'order-log' preset does."))
 
     @field_validator("source_timezone")
     @classmethod
@@ -290,6 +306,11 @@ class FunnelConfig(_Strict):
                 raise ValueError(f"event group {group!r} has the same name as a stage; rename one of them")
         check_known(self.purchase_event_types, "purchase_event_types")
         check_known(self.outbound_event_types, "outbound_event_types")
+        if self.order_log is not None:
+            orders = [self.order_log.first_order_event, self.order_log.repeat_order_event]
+            check_known(orders, "order_log")
+            if orders[0] == orders[1]:
+                raise ValueError("order_log: first_order_event and repeat_order_event must differ")
         check_known(self.churn.churn_event_types, "churn.churn_event_types")
         for pair in self.features.paired_event_types:
             check_known([pair.opens, pair.closes], f"features.paired_event_types.{pair.name}")
@@ -370,16 +391,29 @@ def default_config_path() -> Path:
     return Path(str(resources.files("funnelcast.features").joinpath("default_funnel.yaml")))
 
 
+PRESETS = {"five-stage": "default_funnel.yaml", "order-log": "order_log.yaml"}
+"""Funnel configs shipped with funnelcast, by the name ``--config`` accepts in place of a file."""
+
+
+def preset_path(name: str) -> Path:
+    """The shipped config file of preset ``name`` (:data:`PRESETS`)."""
+    return Path(str(resources.files("funnelcast.features").joinpath(PRESETS[name])))
+
+
 def load_config(path: str | Path | None = None) -> FunnelConfig:
-    """Read and validate a funnel config from YAML; ``None`` gives the shipped default funnel.
+    """Read and validate a funnel config from YAML; ``None`` gives the shipped default funnel, and a
+    preset's name (:data:`PRESETS`, e.g. ``"order-log"``) that preset, unless a file of that name exists.
 
     Raises :class:`ConfigError` with every problem, each naming its field, on an invalid file.
     """
+    if path is not None and str(path) in PRESETS and not Path(path).exists():
+        path = preset_path(str(path))
     source = Path(path) if path is not None else default_config_path()
     try:
         raw = yaml.safe_load(source.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file {str(source)!r} does not exist") from None
+        raise ConfigError(f"config file {str(source)!r} does not exist (shipped presets: "
+                          f"{', '.join(PRESETS)})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(source)!r} could not be read: {exc}") from None
     except yaml.YAMLError as exc:

@@ -34,7 +34,7 @@ import pandas as pd
 
 from funnelcast.features.errors import EventDataError
 from funnelcast.features.events import (SqlSource, ValidationSummary, frames_hash, read_customers, read_events,
-                                        read_table, validate_customers, validate_events)
+                                        read_table, validate_customers, validate_source)
 from funnelcast.features.funnel import FunnelConfig, load_config
 from funnelcast.features.timestamps import stated_time
 
@@ -135,7 +135,7 @@ class Project:
         """
         cfg = config or self.config
         if isinstance(events, pd.DataFrame):
-            ev, summary = validate_events(events, cfg, as_of=as_of)
+            ev, summary = validate_source(events, cfg, as_of=as_of)
         else:
             ev, summary = read_events(events, cfg, as_of=as_of)
         cust, cust_summary = None, None
