@@ -111,22 +111,26 @@ class SeasonalShift:
         cell = cell.ravel()
         n = np.bincount(cell, minlength=keys.shape[1])
         positives = np.bincount(cell, weights=y, minlength=keys.shape[1])
+        enough = (n >= SEGMENT_MIN_ROWS) & (np.minimum(positives, n - positives) >= SEGMENT_MIN_CLASS)
+        rows = enough[cell]  # only cells with both classes have a finite shift
+        keys, positives = keys[:, enough], positives[enough]
+        cell = np.cumsum(enough)[cell[rows]] - 1  # renumbered over the kept cells
         # Per cell, the maximum-likelihood shift of the log-odds (a logistic intercept with the model's
         # log-odds as offset), by Newton steps over every cell at once: the logit of the mean rate
         # minus the logit of the mean probability would understate it when the probabilities spread.
-        base = _logit(np.clip(np.asarray(p, dtype=float), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR))
+        base = _logit(np.clip(np.asarray(p, dtype=float)[rows], PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR))
         shift = np.zeros(keys.shape[1])
+        information = np.ones(keys.shape[1])
         for _ in range(25):
             q = expit(base + shift[cell])
             information = np.bincount(cell, weights=q * (1 - q), minlength=keys.shape[1])
             step = (positives - np.bincount(cell, weights=q, minlength=keys.shape[1])) / information
             shift += step
-            if np.max(np.abs(step)) < 1e-10:
+            if not len(step) or np.max(np.abs(step)) < 1e-10:
                 break
         se = 1.0 / np.sqrt(information)
-        enough = (n >= SEGMENT_MIN_ROWS) & (np.minimum(positives, n - positives) >= SEGMENT_MIN_CLASS)
         residuals: dict[int, dict[int, tuple[float, float]]] = {}
-        for i in np.flatnonzero(enough):  # one per (stage, cutoff) cell, not per row
+        for i in range(keys.shape[1]):  # one per (stage, cutoff) cell, not per row
             residuals.setdefault(int(keys[0, i]), {})[int(keys[1, i])] = (float(shift[i]), float(se[i]))
         distinct = np.unique(np.asarray(cutoffs, dtype=np.int64))
         spacing = int(np.median(np.diff(distinct))) if len(distinct) > 1 else DAY_NS
