@@ -67,11 +67,13 @@ def orders_to_events(raw: pd.DataFrame, config: FunnelConfig, source: str = "ord
     if settings.same_day == "merge" and len(orders):
         tz = zone(config.source_timezone) if config.source_timezone else "UTC"
         orders["day"] = orders["timestamp"].dt.tz_convert(tz).dt.floor("D")
-        aggregations: dict[str, Any] = {"timestamp": ("timestamp", "min"), "amount": ("amount", _sum_or_nan),
-                                        "rows": ("amount", "size")}
+        by_day = orders.groupby(["customer_id", "day"], sort=False)
+        daily = by_day["timestamp"].min().to_frame()
+        daily["amount"] = by_day["amount"].sum(min_count=1)  # NaN only where every merged amount is missing
         if has_quantity:
-            aggregations["quantity"] = ("quantity", _sum_or_nan)
-        daily = orders.groupby(["customer_id", "day"], sort=False).agg(**aggregations).reset_index()
+            daily["quantity"] = by_day["quantity"].sum(min_count=1)
+        daily["rows"] = by_day.size()
+        daily = daily.reset_index()
         dropped.append((MERGED, int(len(orders) - len(daily))))
         altered.append((ABSORBED, int((daily["rows"] > 1).sum())))
         orders = daily.drop(columns=["day", "rows"])
@@ -83,14 +85,9 @@ def orders_to_events(raw: pd.DataFrame, config: FunnelConfig, source: str = "ord
         "event_type": np.where(first.to_numpy(), settings.first_order_event, settings.repeat_order_event),
         "amount": orders["amount"],
     })
-    if has_quantity:
-        events["properties"] = [None if pd.isna(q) else {"quantity": float(q)} for q in orders["quantity"]]
+    if has_quantity:  # JSON text, built for the whole column at once (null where no quantity)
+        events["properties"] = '{"quantity": ' + orders["quantity"].astype("float64").astype("string") + "}"
     return events, dropped, altered
-
-
-def _sum_or_nan(values: pd.Series) -> float:
-    """A same-day total: NaN only when every merged value is missing."""
-    return float(values.sum()) if values.notna().any() else float("nan")
 
 
 def validate_orders(raw: pd.DataFrame, config: FunnelConfig, source: str = "orders", as_of: Any = None,
