@@ -578,6 +578,9 @@ def _loopback(host: str) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the ``funnelcast`` command with ``argv`` (default: the process's arguments)."""
+    # MLflow draws a progress bar for every artifact it downloads (a champion model to compare with):
+    # noise between funnelcast's own lines. A user who wants them sets the variable to true.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     app(args=argv, prog_name="funnelcast")
 
 

@@ -109,6 +109,9 @@ def test_demo_runs_the_main_job_end_to_end_and_train_retrains_on_its_data(tmp_pa
         assert entry["model_version"] == "2" and entry["alias"] == "champion"
         assert "not worse than the champion" in entry["decision"]
         assert entry["oracle_roc_auc"] is not None and entry["logistic_test_roc_auc"] is not None
+    # Comparing with the champions downloads their artifacts: without MLflow's progress bars between
+    # funnelcast's own lines.
+    assert "Downloading artifacts" not in r.stdout + r.stderr
 
 
 def test_train_on_too_little_data_exits_2_naming_the_counts(simdir, tmp_path):
