@@ -68,9 +68,10 @@ def test_the_models_use_every_kind_of_customer_attribute(scorer):
                          "signup_date": "date", "employees": "number"}
 
 
-def test_a_seasonal_shift_moves_batch_single_customer_and_training_path_scores_alike(scorer, source):
-    """The year-ago seasonal shift depends on the scoring time: the batch scorer, the one-customer path
-    and the model on build_features rows (its ``cutoff`` column) must all apply the same one."""
+def test_a_seasonal_shift_moves_batch_single_customer_training_path_and_mlflow_scores_alike(scorer, source, tmp_path):
+    """The year-ago seasonal shift depends on the scoring time: the batch scorer, the one-customer path,
+    the model on build_features rows (its ``cutoff`` column) and the registered MLflow model alone must
+    all apply the same one."""
     from funnelcast.training.model import DAY_NS, YEAR_NS, SeasonalShift
 
     ev, cust, arrays, t = source
@@ -96,6 +97,21 @@ def test_a_seasonal_shift_moves_batch_single_customer_and_training_path_scores_a
         single = scorer.score_arrays(arrays.subset(np.array([one])), t,
                                      scorer.encode_attributes(cust, arrays.customer_ids[[one]]), reasons=False)
         assert single.probability("convert")[0] == scored[one]
+        # MLflow alone, on the same rows: a model logged with this shift applies it from the frame's cutoff.
+        import mlflow
+
+        from funnelcast.training import tracking
+
+        previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        try:  # a store of its own, so the served models' store stays the one the other tests read
+            tracking.connect(home=tmp_path / "mlruns")
+            version = tracking.log_model(model, frame, "seasonal-check")
+            loaded = mlflow.pyfunc.load_model(version.model_uri)
+            p = np.asarray(loaded.predict(frame), dtype=float)
+        finally:
+            mlflow.set_tracking_uri(previous[0])
+            mlflow.set_registry_uri(previous[1])
+        np.testing.assert_array_equal(p[rows], scored[rows])
     finally:
         model.calibrator_.seasonal_ = saved
 

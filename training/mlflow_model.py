@@ -8,8 +8,9 @@ SHA-256 against the one recorded with the version and reads the two files
 (:func:`funnelcast.training.tracking.load_model`).
 
 Input: a frame as :func:`funnelcast.features.snapshots.build_features` makes it (category attributes
-as categoricals or text) with the target's ``<target>_eligible`` column. Output: the calibrated
-probability per row, NaN where the target does not apply.
+as categoricals or text) with the target's ``<target>_eligible`` column and, optionally, its
+``cutoff`` column (the scoring time of a model's seasonal shift; without it no season is applied).
+Output: the calibrated probability per row, NaN where the target does not apply.
 """
 
 from __future__ import annotations

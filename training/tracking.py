@@ -192,8 +192,9 @@ def log_model(model: TargetModel, example: pd.DataFrame, registered_name: str,
 
     No pickle: the artifacts are LightGBM's text model and JSON (:meth:`TargetModel.save`), read by the
     models-from-code entry point ``training/mlflow_model.py``. The signature types category attributes
-    as ``Any`` (a categorical or a text column both pass MLflow's schema check) and requires the
-    target's eligibility column."""
+    as ``Any`` (a categorical or a text column both pass MLflow's schema check), requires the
+    target's eligibility column and passes an optional ``cutoff`` column through (the seasonal shift's
+    scoring time)."""
     import tempfile
 
     from mlflow.models import ModelSignature
@@ -203,8 +204,10 @@ def log_model(model: TargetModel, example: pd.DataFrame, registered_name: str,
     for c in model.categories_:
         example[c] = example[c].astype("string").astype(object)
     eligible = TARGETS[model.target].eligible_column
+    # ``cutoff`` (optional) is the scoring time the seasonal shift reads (training/model.py); without it
+    # in the schema MLflow would drop the column before the model saw it.
     inputs = Schema([ColSpec(AnyType() if c in model.categories_ else "double", c) for c in model.feature_names_]
-                    + [ColSpec("boolean", eligible)])
+                    + [ColSpec("boolean", eligible), ColSpec(AnyType(), "cutoff", required=False)])
     signature = ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double")]))
     with tempfile.TemporaryDirectory(prefix="funnelcast-model-") as folder:
         files = model.save(folder)
