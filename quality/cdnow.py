@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from funnelcast.features.funnel import FunnelConfig, config_from_dict
+from funnelcast.features.funnel import FunnelConfig, OrderLogConfig, config_from_dict
+from funnelcast.features.orders import orders_to_events
 from quality.dataset import QualityDataset
 
 UNTIL = "1997-10-01"
@@ -88,22 +89,6 @@ def read_orders(path: str | Path | None = None) -> pd.DataFrame:
     })
 
 
-def orders_to_events(orders: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """One event per customer and day (same-day orders merged, amounts summed): the customer's first
-    day is ``first_order``, every later day ``repeat_order``. Returns (events, orders merged away)."""
-    daily = (orders.groupby(["customer_id", "date"], sort=True, observed=True)
-             .agg(amount=("amount", "sum"), orders=("amount", "size")).reset_index())
-    merged = int(len(orders) - len(daily))
-    first = ~daily["customer_id"].duplicated()  # sorted by customer then date: the first row is the first day
-    events = pd.DataFrame({
-        "customer_id": daily["customer_id"].astype(str).to_numpy(dtype=object),
-        "timestamp": pd.to_datetime(daily["date"], utc=True),
-        "event_type": pd.Series(["repeat_order"] * len(daily)).where(~first.to_numpy(), "first_order").to_numpy(dtype=object),
-        "amount": daily["amount"].to_numpy(dtype=float),
-    })
-    return events, merged
-
-
 def config() -> FunnelConfig:
     """The CDNOW funnel config (:data:`CONFIG`), validated."""
     return config_from_dict(CONFIG, origin="quality/cdnow.py CONFIG")
@@ -117,7 +102,10 @@ def load(until: str = UNTIL, path: str | Path | None = None) -> QualityDataset:
     later = int((orders["date"] >= end).sum())
     orders = orders.loc[orders["date"] < end].reset_index(drop=True)  # the holdout is dropped here, unused
     # First vs repeat is decided on the orders before `until` only; a customer's first order is in Q1 1997 anyway.
-    events, merged = orders_to_events(orders)
+    # The product's own order-log reading (features/orders.py): one event per customer and day, amounts summed.
+    reading = config().model_copy(update={"order_log": OrderLogConfig(same_day="merge")})
+    events, dropped, _ = orders_to_events(orders.drop(columns="cds"), reading, source="CDNOW")
+    merged = sum(n for _, n in dropped)
     return QualityDataset(
         name="cdnow",
         description=f"CDNOW purchase log (real): {events['customer_id'].nunique():,} customers' orders before {end:%Y-%m-%d}",
