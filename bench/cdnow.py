@@ -59,24 +59,28 @@ def holdout_truth(orders: pd.DataFrame, customers: pd.Index) -> pd.DataFrame:
     return out
 
 
-def score(rank: np.ndarray, p_any: np.ndarray, purchases: np.ndarray, spend: np.ndarray,
-          truth: pd.DataFrame) -> dict[str, Any]:
+def score(rank: np.ndarray, p_any: np.ndarray, truth: pd.DataFrame, purchases: np.ndarray | None = None,
+          spend: np.ndarray | None = None) -> dict[str, Any]:
     """The benchmark's metrics of one model's predictions against the holdout: ``rank`` orders customers
-    by how likely they buy (module docstring), ``p_any`` is the probability that they do."""
+    by how likely they buy (module docstring), ``p_any`` is the probability that they do; the count and
+    spend metrics where the model forecasts ``purchases`` and ``spend``."""
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
     y = truth["any"].to_numpy()
     top = np.argsort(-rank, kind="stable")[: max(1, len(y) // 10)]
     out = {"roc_auc": roc_auc_score(y, rank), "pr_auc": average_precision_score(y, rank),
            "brier": brier_score_loss(y, p_any), "top_decile_lift": y[top].mean() / y.mean(),
-           "roc_auc_p_any": roc_auc_score(y, p_any)}
-    for name, predicted, actual in (("", purchases, truth["purchases"].to_numpy()),
-                                    ("spend_", spend, truth["spend"].to_numpy())):
+           "roc_auc_p_any": roc_auc_score(y, p_any), "mean_p_any": p_any.mean(), "holdout_any_rate": y.mean()}
+    forecasts = [("", purchases, truth["purchases"].to_numpy()), ("spend_", spend, truth["spend"].to_numpy())]
+    for name, predicted, actual in forecasts:
+        if predicted is None:
+            continue
         error = predicted - actual
         out[f"{name}mae"] = float(np.mean(np.abs(error)))
         out[f"{name}rmse"] = float(np.sqrt(np.mean(error ** 2)))
         out[f"{name}total_error"] = float(predicted.sum() / actual.sum() - 1)
-    out["predicted_purchases"], out["holdout_purchases"] = float(purchases.sum()), float(truth["purchases"].sum())
+    if purchases is not None:
+        out["predicted_purchases"], out["holdout_purchases"] = float(purchases.sum()), float(truth["purchases"].sum())
     return {k: round(float(v), 6) for k, v in out.items()}
 
 
@@ -90,18 +94,6 @@ def auc_diff_ci(y: np.ndarray, p: np.ndarray, p_ref: np.ndarray, n: int, seed: i
         take = rng.integers(0, len(y), len(y))
         diffs[i] = roc_auc_score(y[take], p[take]) - roc_auc_score(y[take], p_ref[take])
     return [round(float(q), 6) for q in np.quantile(diffs, [0.025, 0.975])]
-
-
-def score_probability(p_any: np.ndarray, truth: pd.DataFrame) -> dict[str, Any]:
-    """The metrics a probability of any purchase alone supports (no purchase count or spend)."""
-    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-
-    y = truth["any"].to_numpy()
-    top = np.argsort(-p_any, kind="stable")[: max(1, len(y) // 10)]
-    out = {"roc_auc": roc_auc_score(y, p_any), "roc_auc_p_any": roc_auc_score(y, p_any),
-           "pr_auc": average_precision_score(y, p_any), "brier": brier_score_loss(y, p_any),
-           "top_decile_lift": y[top].mean() / y.mean(), "mean_p_any": p_any.mean(), "holdout_any_rate": y.mean()}
-    return {k: round(float(v), 6) for k, v in out.items()}
 
 
 def funnelcast_p_any(calibration: pd.DataFrame, customers: pd.Index, horizon_days: int,
@@ -139,11 +131,10 @@ def funnelcast_p_any(calibration: pd.DataFrame, customers: pd.Index, horizon_day
         # κ from the calibration period alone: earlier cutoffs whose longer outcome ends before its end.
         rows = []
         for cutoff in sorted(training_set.frame["cutoff"].unique()):
-            for longer in (150, 180, 210):
+            longers = [d for d in (150, 180, 210) if cutoff + pd.Timedelta(days=d) <= CALIBRATION_END]
+            p = p_none(cutoff).dropna() if longers else None  # features and scores once per cutoff
+            for longer in longers:
                 end = cutoff + pd.Timedelta(days=longer)
-                if end > CALIBRATION_END:
-                    continue
-                p = p_none(cutoff).dropna()
                 bought = events.loc[(events["timestamp"] >= cutoff) & (events["timestamp"] < end), "customer_id"]
                 rows.append(pd.DataFrame({"p": p.to_numpy(), "none": (~p.index.isin(bought.unique())).astype(float),
                                           "ratio": longer / h}))
@@ -177,7 +168,7 @@ def run(bootstrap: int = 1000, seed: int = 0, say=lambda msg: None, with_funnelc
     if with_funnelcast:
         started = time.perf_counter()
         p_any, note = funnelcast_p_any(calibration, summary.index, horizon, say)
-        results["funnelcast"] = {**score_probability(p_any, truth), **note}
+        results["funnelcast"] = {**score(p_any, p_any, truth), **note}  # no purchase count or spend yet
         say(f"funnelcast trained and scored in {time.perf_counter() - started:.0f} s")
         if "pareto_nbd" in predictions:
             results["funnelcast"]["auc_diff_vs_pareto_ci"] = auc_diff_ci(
@@ -187,8 +178,8 @@ def run(bootstrap: int = 1000, seed: int = 0, say=lambda msg: None, with_funnelc
             results[name] = {"error": fit.errors[name]}
             continue
         p = predictions[name]
-        results[name] = score(p["expected_purchases"].to_numpy(), p["p_any"].to_numpy(),
-                              p["expected_purchases"].to_numpy(), np.nan_to_num(p["expected_spend"].to_numpy()), truth)
+        results[name] = score(p["expected_purchases"].to_numpy(), p["p_any"].to_numpy(), truth,
+                              p["expected_purchases"].to_numpy(), np.nan_to_num(p["expected_spend"].to_numpy()))
     if "pareto_nbd" in predictions:
         reference = predictions["pareto_nbd"]["expected_purchases"].to_numpy()
         for name in ("bg_nbd", "mbg_nbd"):

@@ -31,11 +31,11 @@ def test_metrics_and_the_paired_bootstrap():
     truth = pd.DataFrame({"purchases": rng.poisson(1.0, 2000).astype(float)})
     truth["spend"] = truth["purchases"] * 10
     truth["any"] = (truth["purchases"] > 0).astype(int)
-    exact = bench.score(truth["purchases"].to_numpy(), truth["any"].to_numpy(), truth["purchases"].to_numpy(),
-                        truth["spend"].to_numpy(), truth)
+    exact = bench.score(truth["purchases"].to_numpy(), truth["any"].to_numpy(), truth, truth["purchases"].to_numpy(),
+                        truth["spend"].to_numpy())
     assert exact["roc_auc"] == 1.0 and exact["brier"] == 0.0 and exact["mae"] == 0.0 and exact["total_error"] == 0.0
-    half = bench.score(truth["purchases"].to_numpy(), np.full(2000, 0.5), truth["purchases"].to_numpy() / 2,
-                       truth["spend"].to_numpy(), truth)
+    half = bench.score(truth["purchases"].to_numpy(), np.full(2000, 0.5), truth, truth["purchases"].to_numpy() / 2,
+                       truth["spend"].to_numpy())
     assert half["total_error"] == pytest.approx(-0.5) and half["brier"] == pytest.approx(0.25)
     noisy = truth["purchases"].to_numpy() + rng.normal(0, 2, 2000)
     low, high = bench.auc_diff_ci(truth["any"].to_numpy(), truth["purchases"].to_numpy(), noisy, 50, seed=1)
