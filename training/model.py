@@ -104,8 +104,7 @@ class SeasonalShift:
         and ``cutoffs`` as int ns) and the cutoffs its calibration was fitted on. A (segment, cutoff)
         cell counts with as many rows and rarer-class rows as a stage's calibration correction needs
         (so its shift is finite and not noise)."""
-        codes = np.full(len(p), -1, dtype=np.int64) if segment is None else \
-            np.where(np.isnan(segment), -1, segment).astype(np.int64)
+        codes = _segment_codes(segment, len(p))
         y = np.asarray(y, dtype=float)
         keys, cell = np.unique(np.stack([codes, np.asarray(cutoffs, dtype=np.int64)]), axis=1, return_inverse=True)
         cell = cell.ravel()
@@ -184,12 +183,10 @@ class SeasonalShift:
         every row or one per row): one offset per distinct (segment, time), looked up per row."""
         if not self._cells:
             return p
+        codes = _segment_codes(segment, len(p))
         if len(p) == 1 and np.ndim(at) == 0:  # one customer (a request): no tables to build
-            code = -1 if segment is None or np.isnan(segment[0]) else int(segment[0])
-            shift = self.offset(code, int(at))
+            shift = self.offset(int(codes[0]), int(at))
             return expit(_logit(p) + shift) if shift else p
-        codes = np.full(len(p), -1, dtype=np.int64) if segment is None else \
-            np.where(np.isnan(segment), -1, segment).astype(np.int64)
         at = np.asarray(at, dtype=np.int64)
         if at.ndim == 0:
             times, when = at.reshape(1), np.zeros(len(p), dtype=np.intp)
@@ -214,6 +211,13 @@ class SeasonalShift:
         return cls({int(code): {int(c): (float(r), float(e)) for c, (r, e) in cells.items()}
                     for code, cells in data["residuals"].items()},
                    [int(c) for c in data["reference"]], int(data["tolerance"]))
+
+
+def _segment_codes(segment: np.ndarray | None, n: int) -> np.ndarray:
+    """Each row's segment as an int64 code, -1 for a row without one (or for every row, without segments)."""
+    if segment is None:
+        return np.full(n, -1, dtype=np.int64)
+    return np.where(np.isnan(segment), -1, segment).astype(np.int64)
 
 
 class Calibrator:
