@@ -108,6 +108,23 @@ class FeatureWindows(_Strict):
         return v
 
 
+class ValueConfig(_Strict):
+    """The value target: each buyer's expected spend (purchase amounts) in the next ``horizon_days``.
+
+    The model learns the spend of the next ``label_days`` (a window short enough to have out-of-time
+    folds on a year or two of history) and carries it to ``horizon_days`` with each stage's spend decay,
+    measured as the spend of the following ``label_days`` over the first's (training/value.py)."""
+    horizon_days: int = Field(365, gt=0, description="customer_value is the expected spend in this many days after the cutoff.")
+    label_days: int = Field(90, gt=0, description=(
+        "The window the value model is trained on; mapped to horizon_days by the measured spend decay."))
+
+    @model_validator(mode="after")
+    def _label_within_horizon(self) -> ValueConfig:
+        if self.label_days > self.horizon_days:
+            raise ValueError(f"value.label_days ({self.label_days}) is longer than value.horizon_days ({self.horizon_days})")
+        return self
+
+
 class SnapshotConfig(_Strict):
     """Training cutoffs: every ``every_days`` from ``anchor_date`` (midnight UTC), after ``min_history_days`` of data."""
     every_days: int = Field(30, gt=0)
@@ -131,7 +148,7 @@ class TrainingConfig(_Strict):
     """How models are trained and promoted (read by ``training/``; features never look here)."""
 
     targets: list[str] = Field(
-        default_factory=lambda: ["convert", "churn"], min_length=1,
+        default_factory=lambda: ["convert", "churn", "value"], min_length=1,
         description="Which models to train (names from funnelcast.features.targets.TARGETS).",
     )
     folds: int = Field(3, ge=1, le=24, description=(
@@ -253,6 +270,7 @@ class FunnelConfig(_Strict):
     channels: dict[Name, Literal["inbound", "outbound"]] = Field(default_factory=dict)
     conversion: ConversionConfig = ConversionConfig()
     churn: ChurnConfig
+    value: ValueConfig = ValueConfig()
     features: FeatureWindows = FeatureWindows()
     snapshots: SnapshotConfig = SnapshotConfig()
     readiness: ReadinessConfig = ReadinessConfig()

@@ -83,3 +83,22 @@ def churn_outcome(a: EventArrays, t: int, spec: FeatureSpec, elig: Eligibility) 
         active = spec.type_activity[a.event_type] & win
         return (np.bincount(a.customer[active], minlength=c) == 0).astype(np.int8)
     return (np.bincount(a.customer[np.isin(a.event_type, _churn_codes(cfg)) & win], minlength=c) > 0).astype(np.int8)
+
+
+def spend_between(a: EventArrays, spec: FeatureSpec, start: int, days: int) -> np.ndarray:
+    """Per customer, the purchase amounts in ``[start, start + days)`` (a purchase without an amount counts 0)."""
+    m = spec.type_purchase[a.event_type] & _window_mask(a, start, days)
+    amount = a.amount[m]
+    return np.bincount(a.customer[m], weights=np.where(np.isnan(amount), 0.0, amount), minlength=a.n_customers)
+
+
+def value_outcome(a: EventArrays, t: int, spec: FeatureSpec, elig: Eligibility) -> np.ndarray:  # noqa: ARG001
+    """Spend in ``[t, t + value.label_days)``: what the value model learns."""
+    return spend_between(a, spec, t, spec.config.value.label_days)
+
+
+def value_later(a: EventArrays, t: int, spec: FeatureSpec) -> np.ndarray:
+    """Spend in the ``value.label_days`` after the label window: its ratio to the label's measures the
+    spend decay that carries a prediction to ``value.horizon_days``."""
+    days = spec.config.value.label_days
+    return spend_between(a, spec, t + days * DAY_NS, days)

@@ -169,8 +169,8 @@ def target_verdict(name: str, labels: pd.Series, config: FunnelConfig, history: 
     """Whether ``labels`` (known labels only) have enough rows, positives and negatives under the
     config's readiness minimums, and ``history`` days of data cover ``need_history``."""
     rd = config.readiness
-    y = labels.astype("float64").to_numpy()
-    positives = int(np.nansum(y))
+    y = labels.astype("float64").to_numpy() > 0  # an amount label (value): rows with spend are its positives
+    positives = int(y.sum())
     negatives = int(len(y) - positives)
     reasons = []
     if history < need_history:

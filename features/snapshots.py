@@ -23,7 +23,7 @@ from funnelcast.features.events import EventArrays
 from funnelcast.features.funnel import FunnelConfig
 from funnelcast.features.labels import Eligibility, eligibility
 from funnelcast.features.model_input import ModelInput
-from funnelcast.features.targets import TARGETS, compute_labels
+from funnelcast.features.targets import LATER_COLUMNS, TARGETS, compute_labels, compute_later
 from funnelcast.features.timestamps import DAY_NS, column_ns, stated_ns
 
 
@@ -49,7 +49,7 @@ def snapshot_cutoffs(data_start: Any, data_end: Any, config: FunnelConfig) -> li
 
 
 FRAME_EXTRAS = ("customer_id", "cutoff", "stage", *(t.eligible_column for t in TARGETS.values()),
-                *(t.label for t in TARGETS.values()))
+                *(t.label for t in TARGETS.values()), *LATER_COLUMNS)
 """Columns of feature frames and training sets that are not model inputs."""
 
 
@@ -58,8 +58,10 @@ class TrainingSet:
     """A training set: the rows (:attr:`frame`) and the fitted input contract they were built with.
 
     ``frame`` columns: ``customer_id``, ``cutoff``, the model input's columns, ``stage`` (name), a
-    ``<target>_eligible`` and a ``<target>_label`` column per target (nullable Int8: <NA> where the
-    customer is not eligible or the horizon runs past ``data_end``). Rows eligible for no known label
+    ``<target>_eligible`` and a ``<target>_label`` column per target (nullable Int8, Float64 for the
+    amount target ``value``: <NA> where the customer is not eligible or the horizon runs past
+    ``data_end``), and ``value_later``: spend in the label window after ``value_label``'s (<NA> where
+    that window runs past ``data_end``). Rows eligible for no known label
     are left out.
     """
 
@@ -156,9 +158,14 @@ def build_training_set(
         frame = model_input.frame(arrays.customer_ids[keep], t, behaviour[keep], attrs.take(keep))
         frame = _decorate(frame, spec, elig, keep)
         for name, (_, outcome) in labels.items():
-            label = pd.array(outcome[keep], dtype="Int8")
+            label = pd.array(outcome[keep], dtype=TARGETS[name].label_dtype)
             label[~known[name][keep]] = pd.NA
             frame[TARGETS[name].label] = label
+        for name, amount in compute_later(arrays, t, spec).items():
+            target = TARGETS[name]
+            later = pd.array(amount[keep], dtype="Float64")
+            later[~(known[name][keep] & (t + 2 * target.horizon_days(config) * DAY_NS <= end))] = pd.NA
+            frame[target.later] = later
         parts.append(frame)
     if not parts:
         raise TrainingDataError(

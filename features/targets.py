@@ -19,7 +19,8 @@ from funnelcast.features.behaviour import FeatureSpec
 from funnelcast.features.errors import ConfigError
 from funnelcast.features.events import EventArrays
 from funnelcast.features.funnel import FunnelConfig
-from funnelcast.features.labels import Eligibility, churn_outcome, conversion_outcome, eligibility
+from funnelcast.features.labels import (Eligibility, churn_outcome, conversion_outcome, eligibility, value_later,
+                                        value_outcome)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,23 @@ class Target:
     recency_sign: float  # +1: recent, frequent activity makes the outcome likelier (conversion); -1: less (churn)
     by_transition: bool = False  # metrics also per stage transition (the conversion model serves every stage)
     reason_priority: int = 0  # a customer eligible for several targets gets reasons for the lowest
+    kind: str = "probability"  # "probability": a 0/1 outcome, calibrated; "amount": a non-negative amount (spend)
+
+    @property
+    def is_probability(self) -> bool:
+        """Whether the target is a 0/1 outcome with a calibrated probability (else an amount)."""
+        return self.kind == "probability"
+
+    @property
+    def later(self) -> str:
+        """Amount targets: training-set column of the amount in the label window after the label's
+        (nullable Float64), from which the model's horizon mapping is fitted."""
+        return f"{self.name}_later"
+
+    @property
+    def label_dtype(self) -> str:
+        """The label column's nullable dtype."""
+        return "Int8" if self.is_probability else "Float64"
 
     @property
     def label(self) -> str:
@@ -76,10 +94,21 @@ CHURN = Target(
     horizon=lambda cfg: cfg.churn.horizon_days, eligible=lambda e: e.churn, outcome=churn_outcome,
     recency_sign=-1.0, reason_priority=0,
 )
-TARGETS: dict[str, Target] = {t.name: t for t in (CONVERT, CHURN)}
+VALUE = Target(
+    name="value", title="customer value", outcome_words="spent", probability="customer_value", truth="",
+    # The label window; the model's predictions are carried to value.horizon_days (training/value.py).
+    horizon=lambda cfg: cfg.value.label_days,
+    # Buyers, including the lapsed: a churned customer who comes back spends too.
+    eligible=lambda e: e.churn | e.churned, outcome=value_outcome, recency_sign=1.0, reason_priority=2,
+    kind="amount",
+)
+TARGETS: dict[str, Target] = {t.name: t for t in (CONVERT, CHURN, VALUE)}
 """Every target, in training order."""
+PROBABILITY_TARGETS: dict[str, Target] = {n: t for n, t in TARGETS.items() if t.is_probability}
+"""The targets scored as calibrated probabilities (fields of a score, reasons, the risk population)."""
 LABEL_COLUMNS = tuple(t.label for t in TARGETS.values())
 ELIGIBLE_COLUMNS = tuple(t.eligible_column for t in TARGETS.values())
+LATER_COLUMNS = tuple(t.later for t in TARGETS.values() if not t.is_probability)
 
 
 def get(name: str) -> Target:
@@ -96,3 +125,8 @@ def compute_labels(a: EventArrays, t: int, spec: FeatureSpec, features: np.ndarr
     target ``(eligible, outcome)`` with the outcome from the events in ``[t, t + horizon)``."""
     elig = eligibility(a, t, spec, features)
     return elig, {name: (target.eligible(elig), target.outcome(a, t, spec, elig)) for name, target in TARGETS.items()}
+
+
+def compute_later(a: EventArrays, t: int, spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """Per amount target, the amount in the label window after the label's (its ``later`` column)."""
+    return {VALUE.name: value_later(a, t, spec)}

@@ -115,3 +115,48 @@ def decile_table(y: np.ndarray, p: np.ndarray) -> pd.DataFrame:
     ).reset_index()
     table["positives"] = table["positives"].astype(int)
     return table
+
+
+VALUE_SHARES = (10, 20)
+"""Top percents (by predicted value) whose share of the realised spend :func:`value_metrics` reports."""
+
+
+def _lorenz(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Cumulative share of the realised amount ``y`` over rows ordered by descending ``pred``."""
+    total = y.sum()
+    return np.cumsum(y[_top_order(pred)]) / total if total > 0 else np.zeros(len(y))
+
+
+def value_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """The metric set of an amount prediction (spend in a window) against the realised amounts.
+
+    Keys: ``rows``, ``spenders`` (rows with a positive amount), ``actual_total``, ``predicted_total``,
+    ``total_error`` (signed: predicted total / actual total - 1), ``mae``, ``rmse``, ``spearman``
+    (rank correlation), ``gini`` (normalised: the area between the Lorenz curve of the realised amounts
+    ranked by prediction and the diagonal, over that of the perfect ranking; 1 is perfect, 0 random)
+    and ``top_{k}pct_share`` for k in :data:`VALUE_SHARES`: the share of the realised total that the top
+    k % by prediction went on to spend.
+    """
+    from scipy.stats import spearmanr
+
+    y = np.asarray(y, dtype=float)
+    pred = np.asarray(pred, dtype=float)
+    n = len(y)
+    actual, predicted = float(y.sum()), float(pred.sum())
+    out = {"rows": float(n), "spenders": float((y > 0).sum()), "actual_total": actual, "predicted_total": predicted,
+           "total_error": predicted / actual - 1 if actual > 0 else float("nan"),
+           "mae": float(np.abs(pred - y).mean()) if n else float("nan"),
+           "rmse": float(np.sqrt(((pred - y) ** 2).mean())) if n else float("nan")}
+    varied = n > 1 and np.ptp(y) > 0 and np.ptp(pred) > 0
+    out["spearman"] = float(spearmanr(y, pred).statistic) if varied else float("nan")
+    if actual > 0 and n > 1:
+        diagonal = np.arange(1, n + 1) / n
+        gini = (_lorenz(y, pred) - diagonal).sum()
+        best = (_lorenz(y, y) - diagonal).sum()
+        out["gini"] = float(gini / best) if best > 0 else float("nan")
+    else:
+        out["gini"] = float("nan")
+    for k in VALUE_SHARES:
+        top = max(1, int(round(n * k / 100))) if n else 0
+        out[f"top_{k}pct_share"] = float(y[_top_order(pred)[:top]].sum() / actual) if actual > 0 else float("nan")
+    return out

@@ -464,6 +464,10 @@ class TargetModel:
             booster_ = lgb.Booster(model_file=str(booster))
         except lgb.basic.LightGBMError as exc:
             raise ValueError(f"{Path(booster).name} is not a LightGBM model: {exc}") from None
+        if data.get("kind") == "value":  # the value target's model (training/value.py)
+            from funnelcast.training.value import ValueModel
+
+            return ValueModel.from_files(booster_, data)
         linear = data.get("linear")
         return cls(target=data["target"], input_=ModelInput.from_dict(data["input"]), booster_=booster_,
                    calibrator_=Calibrator.from_dict(data["calibrator"]), params_=data["params"],

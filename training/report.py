@@ -22,6 +22,7 @@ from funnelcast.features.targets import TARGETS
 from funnelcast.training.backtest import MODELS, TargetBacktest
 from funnelcast.training.metrics import decile_table, targeting_table
 from funnelcast.training.model import TargetModel
+from funnelcast.training.value import VALUE_COLUMNS
 
 MODEL_ORDER = (*MODELS, "oracle", "hidden_state")
 """Display order of the scored models; any other ``p_<name>`` column follows them."""
@@ -487,3 +488,96 @@ def write_report(backtest: TargetBacktest, path: Path, *, title: str, images: di
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(document, encoding="utf-8")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The value target (training/value.py)
+
+
+
+def plot_lorenz(scores: pd.DataFrame, path: Path) -> Path:
+    """Share of the realised spend (y) captured by the top x of customers ranked by each model's
+    prediction, beside the perfect ranking: the value model's gains chart."""
+    fig = _figure(5.5, 4.2)
+    ax = fig.add_subplot()
+    y = scores["label"].to_numpy(dtype=float)
+    share = np.arange(1, len(y) + 1) / max(len(y), 1)
+
+    def curve(pred: np.ndarray) -> np.ndarray:
+        order = np.lexsort((np.arange(len(pred)), -pred))
+        return np.cumsum(y[order]) / y.sum() if y.sum() > 0 else np.zeros(len(y))
+
+    for name, column in _model_columns(scores):
+        ax.plot(share, curve(scores[column].to_numpy(dtype=float)), label=name, color=COLOURS.get(name))
+    ax.plot(share, curve(y), label="perfect ranking", color="#999", linestyle=":")
+    ax.plot([0, 1], [0, 1], color="#ccc", linestyle="--", label="random")
+    ax.set_xlabel("share of customers, highest predicted value first")
+    ax.set_ylabel("share of the spend they went on to make")
+    ax.set_title("Value ranking (latest test cutoff)")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def _value_table(per_model: dict[str, dict[str, float]]) -> str:
+    rows = [[html.escape(name)] + [_metric(m.get(c)) for c in VALUE_COLUMNS] for name, m in per_model.items()]
+    return _table(["model", *VALUE_COLUMNS], rows)
+
+
+def write_value_report(backtest, path: Path, *, title: str, images: dict[str, Path], data_summary: dict,
+                       decision: dict | None = None, btyd: dict | None = None) -> Path:
+    """The HTML report of the value target (:class:`~funnelcast.training.value.ValueBacktest`): how its
+    horizon is reached, the latest fold's and every fold's metrics beside the baselines and, where
+    fitted, the BTYD models (``btyd``: :func:`funnelcast.training.value_btyd.btyd_comparison`)."""
+    refit = backtest.refit
+    decay = ", ".join(f"{'pooled' if k == '-1' else _stage_name(backtest, int(k))} {float(v):.3f}"
+                      for k, v in refit["decay"].items())
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f'<p class="subtitle">value: {backtest.rows:,} labelled rows (buyers at a cutoff), {backtest.positives:,} '
+             f"of them spent in the next {refit['label_days']} days</p>"]
+    if decision is not None:
+        parts.append(_decision_html(decision))
+    if backtest.warnings:
+        parts.append('<ul class="warnings">' + "".join(f"<li>{html.escape(w)}</li>" for w in backtest.warnings) + "</ul>")
+    parts.append(
+        "<h2>Model</h2>"
+        f"<p>LightGBM with a Tweedie objective on each buyer's spend in the {refit['label_days']} days after a cutoff "
+        f"({refit['rounds']} trees, refitted on {refit['rows']:,} rows of {refit['cutoffs']} cutoffs; quality estimate "
+        f"{html.escape(backtest.kind)}). customer_value is the expected spend in the next {refit['horizon_days']} days: "
+        f"the {refit['label_days']}-day prediction times 1 + ρ + … + ρ^(n−1), n = {refit['horizon_days']}/"
+        f"{refit['label_days']}, where ρ is the spend of the following {refit['label_days']} days over the first's, "
+        f"measured on {refit['decay_fit']['rows']:,} rows of the latest cutoffs where both are known: "
+        f"{html.escape(decay)}.</p>")
+    parts.append("<h2>Test metrics (latest fold)</h2>"
+                 f"<p>{html.escape(backtest.latest.fold.describe())}. Spend in the {refit['label_days']} days after the "
+                 "test cutoff. total_error is the signed error of the total; gini is normalised (1: perfect ranking); "
+                 "top_k_share is the share of the realised spend the top k % by prediction made.</p>"
+                 + _value_table(backtest.latest.metrics))
+    fold_rows = []
+    for f in backtest.folds:
+        for name, m in f.metrics.items():
+            fold_rows.append([html.escape(f"{f.fold.test:%Y-%m-%d}"), html.escape(name),
+                              *[_metric(m.get(c)) for c in VALUE_COLUMNS]])
+    parts.append(f"<h2>Backtest ({len(backtest.folds)} folds)</h2>" + _table(["test cutoff", "model", *VALUE_COLUMNS], fold_rows))
+    if btyd:
+        parts.append(_btyd_section(btyd))
+    parts.append(_images_section(images))
+    parts.append(_data_section(data_summary))
+    document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
+                "<body>" + "\n".join(parts) + "</body></html>\n")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(document, encoding="utf-8")
+    return path
+
+
+def _stage_name(backtest, code: int) -> str:
+    stages = backtest.model.metadata_.get("funnel_config", {}).get("stages", [])
+    return stages[code]["name"] if 0 <= code < len(stages) else f"stage {code}"
+
+
+def _btyd_section(btyd: dict) -> str:
+    head = (f"<h2>BTYD baselines</h2><p>{html.escape(btyd['description'])}</p>")
+    rows = [[html.escape(name)] + [_metric(m.get(c)) for c in VALUE_COLUMNS] for name, m in btyd["metrics"].items()]
+    problems = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in btyd.get("errors", {}).items())
+    return head + _table(["model", *VALUE_COLUMNS], rows) + (f'<ul class="warnings">{problems}</ul>' if problems else "")

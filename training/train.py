@@ -22,8 +22,9 @@ from funnelcast.features.snapshots import TrainingSet
 from funnelcast.features.targets import TARGETS
 from funnelcast.training.backtest import MODELS, SELECTED, TargetBacktest, latest_test_rows, readiness_problem, run_backtest
 from funnelcast.training.errors import TrackingError
-from funnelcast.training.metrics import LOWER_IS_BETTER, binary_metrics
+from funnelcast.training.metrics import LOWER_IS_BETTER, binary_metrics, value_metrics
 from funnelcast.training.splits import plan_backtest
+from funnelcast.training.value import CHAMPION_METRIC as VALUE_CHAMPION_METRIC
 
 HEADLINE = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top_decile_lift")
 
@@ -48,6 +49,8 @@ class TargetResult:
     decision: Decision
     report: Path
     tuned: dict[str, Any] | None = None
+    btyd: dict[str, Any] | None = None
+    """The value target: the BTYD baselines at its latest test cutoff (:func:`.value.btyd_comparison`)."""
 
     @property
     def model(self):
@@ -89,7 +92,7 @@ def data_summary(table: pd.DataFrame, events: pd.DataFrame | None = None, custom
     if events is not None:
         out.update(events=int(len(events)), first_event=str(events["timestamp"].min()), last_event=str(events["timestamp"].max()))
     for target, spec in TARGETS.items():
-        y = table[spec.label].dropna().astype(int)
+        y = table[spec.label].dropna().astype(float) > 0  # value: the share of rows with spend
         out[f"{target}_labelled_rows"] = int(len(y))
         out[f"{target}_positive_rate"] = float(y.mean()) if len(y) else float("nan")
     return out
@@ -165,6 +168,11 @@ def train(
         tracking.log_params({"funnel": config.name, "targets": ",".join(targets), "folds": settings.folds,
                              "seed": settings.seed, "input_hash": summary["input_hash"], "training_rows": len(table)})
         for target in targets:
+            if not TARGETS[target].is_probability:
+                with tracking.run(target, nested=True, tags={"funnelcast.target": target}) as run_id:
+                    results[target] = _train_value(training_set, config, run_id, summary, trained_at, out_dir, events,
+                                                   force, threads, say, warnings)
+                continue
             with tracking.run(target, nested=True, tags={"funnelcast.target": target}) as run_id:
                 params = dict(settings.lightgbm)
                 tuned = None
@@ -204,6 +212,72 @@ def train(
     return TrainingResult(results, skipped, warnings, uri, parent_id, summary, out_dir)
 
 
+def _train_value(training_set, config, run_id, summary, trained_at, out_dir, events, force, threads, say,
+                 warnings) -> TargetResult:
+    """The value target (:mod:`.value`): backtest, BTYD baselines at the latest test cutoff (with the
+    events), registration with its own champion gate (normalised Gini), report."""
+    from funnelcast.training import report, tracking
+    from funnelcast.training.value import CHAMPION_METRIC, VALUE_COLUMNS, btyd_comparison, run_value_backtest
+
+    settings = config.training
+    backtest = run_value_backtest(training_set, config, progress=say, threads=threads)
+    warnings.extend(backtest.warnings)
+    btyd = None
+    if events is not None:
+        say("value: fitting the BTYD baselines (BG/NBD, MBG/NBD, Pareto/NBD, Gamma-Gamma)")
+        btyd = btyd_comparison(events, config, backtest.latest.scores, backtest.latest.fold.test)
+    name = f"{settings.model_name_prefix}-value"
+    decision = _compare_with_champion(training_set, "value", backtest, name, config, force)
+    say(f"value: logging to MLflow and registering {name}")
+    latest = backtest.latest.metrics[SELECTED]
+    version = tracking.log_model(backtest.model, training_set.rows("value"), name, tags={
+        "target": "value", "trained_at": trained_at, "test_cutoff": str(backtest.latest.fold.test),
+        "input_hash": summary["input_hash"], "run_id": run_id, "config_hash": backtest.model.config_hash_,
+        "learner": backtest.learner, "estimate": backtest.kind,
+        "last_training_cutoff": backtest.refit["last_training_cutoff"],
+        **{f"test_{m}": f"{latest[m]:.6f}" for m in VALUE_COLUMNS},
+    })
+    tracking.set_alias(name, decision.alias, version.version)
+    tracking.log_params({
+        "target": "value", "label_days": config.value.label_days, "horizon_days": config.value.horizon_days,
+        "learner": backtest.learner, "estimate": backtest.kind, "folds": len(backtest.folds),
+        "features": len(backtest.model.feature_names_), "refit_rounds": backtest.refit["rounds"],
+        "refit_rows": backtest.refit["rows"], "champion_metric": CHAMPION_METRIC,
+        **{f"decay_{k}": round(v, 6) for k, v in backtest.refit["decay"].items()},
+        **{f"lgbm_{k}": v for k, v in backtest.model.params_.items()},
+    })
+    metrics: dict[str, float] = {f"test_{m}": latest[m] for m in VALUE_COLUMNS}
+    for fr in backtest.folds:
+        for model_name, values in fr.metrics.items():
+            metrics.update({tracking.metric_key(f"fold_{fr.fold.index}", model_name, m): v for m, v in values.items()})
+    for model_name, values in backtest.latest.metrics.items():
+        metrics.update({tracking.metric_key("test", model_name, m): v for m, v in values.items()})
+    for model_name, values in backtest.summary().items():
+        metrics.update({tracking.metric_key("backtest", model_name, m): v for m, v in values.items()})
+    if btyd is not None:
+        for model_name, values in btyd["metrics"].items():
+            if model_name != SELECTED:
+                metrics.update({tracking.metric_key("btyd", model_name, m): v for m, v in values.items()})
+        tracking.log_dict(btyd, "value_btyd.json")
+    tracking.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+    tracking.log_dict({"estimate": backtest.kind, "notes": backtest.notes, "refit": backtest.refit,
+                       "folds": [fr.fold.describe() for fr in backtest.folds], "label_rows": backtest.rows,
+                       "rows_with_spend": backtest.positives, **summary}, "value_data_summary.json")
+    images = {"value ranking (Lorenz)": report.plot_lorenz(backtest.latest.scores, out_dir / "value_lorenz.png"),
+              "feature importance": report.plot_feature_importance(backtest.model, out_dir / "value_feature_importance.png")}
+    tracking.set_tags({"registered_model": name, "version": version.version, "alias": decision.alias,
+                       "decision": decision.reason})
+    report_path = report.write_value_report(
+        backtest, out_dir / "report_value.html",
+        title=f"funnelcast value model — {name} version {version.version} ({decision.alias})", images=images,
+        data_summary=summary, decision={"alias": decision.alias, "version": version.version, "reason": decision.reason},
+        btyd=btyd)
+    tracking.log_artifact(report_path, "report")
+    for path in images.values():
+        tracking.log_artifact(path, "report")
+    return TargetResult(backtest, run_id, name, version.version, decision, report_path, btyd=btyd)
+
+
 def _tune(training_set, target, config, params, trials, threads, say):
     from funnelcast.training import tracking
     from funnelcast.training.tuning import tune
@@ -240,7 +314,9 @@ def _compare_with_champion(training_set, target, backtest, name, config, force) 
     from funnelcast.training import tracking
 
     settings = config.training
-    metric = settings.champion_metric
+    value = not TARGETS[target].is_probability
+    metric = VALUE_CHAMPION_METRIC if value else settings.champion_metric
+    measure = value_metrics if value else binary_metrics
     new_score = backtest.latest.metrics[SELECTED][metric]
     champion_version = tracking.alias_version(name, tracking.CHAMPION)
     if champion_version is None or force:
@@ -259,12 +335,12 @@ def _compare_with_champion(training_set, target, backtest, name, config, force) 
         rows = training_set.rows(target)
         test = rows[rows["cutoff"].isin([f.fold.test for f in unseen])]
         try:
-            p = champion.predict_proba(test)
+            p = champion.predict_label(test) if value else champion.predict_proba(test)
         except SchemaError as exc:
             return decide(new_score, None, metric, settings.champion_tolerance, False, champion_version, problem=str(exc))
         scores = pd.concat([f.scores for f in unseen], ignore_index=True)
-        new_score = binary_metrics(scores["label"].to_numpy(), scores[f"p_{SELECTED}"].to_numpy())[metric]
-        champion_score = binary_metrics(test[TARGETS[target].label].to_numpy(dtype=int), p)[metric]
+        new_score = measure(scores["label"].to_numpy(), scores[f"p_{SELECTED}"].to_numpy())[metric]
+        champion_score = measure(test[TARGETS[target].label].to_numpy(dtype=float), p)[metric]
         how = (f"on the {len(test):,} rows of {len(unseen)} test cutoff{'s' if len(unseen) > 1 else ''} "
                f"({', '.join(f'{f.fold.test:%Y-%m-%d}' for f in unseen)}) that neither the champion nor this backtest's "
                "fold models trained on")
@@ -345,6 +421,9 @@ def _plots(backtest: TargetBacktest, training_set: TrainingSet, target: str, out
 def _entries(result: TrainingResult) -> dict[str, dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {}
     for target, tr in result.targets.items():
+        if not TARGETS[target].is_probability:
+            entries[target] = _value_entry(tr)
+            continue
         latest = tr.backtest.latest
         common = {
             "mlflow_run_id": tr.run_id, "registered_model": tr.model_name, "model_version": tr.version,
@@ -359,6 +438,35 @@ def _entries(result: TrainingResult) -> dict[str, dict[str, Any]]:
     for target, problem in result.skipped.items():
         entries[target] = {"skipped": problem}
     return entries
+
+
+def _value_entry(tr: TargetResult) -> dict[str, Any]:
+    from funnelcast.training.value import BASELINES, VALUE_COLUMNS
+
+    backtest = tr.backtest
+    latest = backtest.latest.metrics
+    out: dict[str, Any] = {f"test_{m}": _num(latest[SELECTED][m]) for m in VALUE_COLUMNS}
+    out["test_rows"] = int(latest[SELECTED]["rows"])
+    out["test_spenders"] = int(latest[SELECTED]["spenders"])
+    for name in BASELINES:
+        for m in ("mae", "gini", "top_20pct_share"):
+            out[f"{name}_test_{m}"] = _num(latest[name][m])
+    for name, values in (tr.btyd or {}).get("metrics", {}).items():
+        if name != SELECTED:
+            for m in ("mae", "gini", "total_error"):
+                out[f"{name}_test_{m}"] = _num(values[m])
+    summary = backtest.summary()[SELECTED]
+    out["backtest_folds"] = len(backtest.folds)
+    for m in ("mae", "gini", "total_error"):
+        out[f"backtest_{m}_mean"] = _num(summary[f"{m}_mean"])
+    out.update({
+        "mlflow_run_id": tr.run_id, "registered_model": tr.model_name, "model_version": tr.version,
+        "alias": tr.decision.alias, "decision": tr.decision.reason, "report": str(tr.report),
+        "test_cutoff": str(backtest.latest.fold.test), "learner": backtest.learner, "estimate": backtest.kind,
+        "estimate_notes": backtest.notes, "refit": backtest.refit,
+        "label_days": backtest.refit["label_days"], "horizon_days": backtest.refit["horizon_days"],
+    })
+    return out
 
 
 def _metric_entry(per_model: dict[str, dict[str, float]]) -> dict[str, Any]:
