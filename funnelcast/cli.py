@@ -239,8 +239,9 @@ def _training_set(project, data, data_end):
 def _print_training_summary(table) -> None:
     import pandas as pd
 
-    def rate(s):
-        return s.astype("Float64").mean()
+    def rate(s):  # the share of labelled rows with a positive outcome (value: with spend)
+        known = s.astype("Float64").dropna()
+        return (known > 0).mean() if len(known) else float("nan")
 
     aggregations = {"rows": ("customer_id", "size"), "customers": ("customer_id", "nunique")}
     for name, target in TARGETS.items():
@@ -288,6 +289,8 @@ def _print_training_result(result) -> None:
         if "skipped" in e:
             t.add_row(key, *["-"] * (len(cols) - 2), "skipped")
             continue
+        if "test_gini" in e:  # the value target: its own table below
+            continue
         rate = e["test_positives"] / e["test_rows"] if e["test_rows"] else float("nan")
         row = [key, f"{e['test_rows']:,}", f"{rate:.1%}", f(e["test_roc_auc"])]
         if has_oracle:
@@ -296,7 +299,27 @@ def _print_training_result(result) -> None:
                 f(e["test_ece"]), f(e["test_top_decile_lift"], 2), f"v{e['model_version']} {e['alias']}"]
         t.add_row(*row)
     out.print(t)
+    value = result.entries.get("value", {})
+    if "test_gini" in value:
+        v = Table(title=f"value: spend in the {value['label_days']} days after the latest test cutoff, predicted vs realised")
+        for c in ("model", "MAE", "RMSE", "total error", "Spearman", "Gini", "top-20% share"):
+            v.add_column(c, justify="left" if c == "model" else "right")
+        value_result = result.targets["value"]
+        rows = dict(value_result.backtest.latest.metrics)
+        rows.update({k: m for k, m in (value_result.btyd or {}).get("metrics", {}).items() if k != "funnelcast"})
+        for name, m in rows.items():
+            v.add_row(name, f(m["mae"], 1), f(m["rmse"], 1), f"{m['total_error']:+.1%}", f(m["spearman"]), f(m["gini"]),
+                      f"{m['top_20pct_share']:.1%}")
+        out.print(v)
     for target, tr in result.targets.items():
+        if target == "value":
+            r = tr.backtest.refit
+            out.print(f"value: {tr.model_name} version {tr.version} -> {tr.decision.alias} ({tr.decision.reason}); "
+                      f"Tweedie LightGBM on {r['label_days']}-day spend, carried to {r['horizon_days']} days by the "
+                      f"measured spend decay {', '.join(f'{k}: {float(x):.2f}' for k, x in r['decay'].items())} "
+                      f"(stage code: ρ; -1 pooled); {tr.backtest.kind} backtest over {len(tr.backtest.folds)} folds; "
+                      f"report -> {tr.report}", highlight=False)
+            continue
         b = tr.backtest.summary()["funnelcast"]
         out.print(
             f"{target}: {tr.model_name} version {tr.version} -> {tr.decision.alias} ({tr.decision.reason}); "

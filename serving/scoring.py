@@ -19,8 +19,11 @@ Per customer the scorer reports:
 * ``percentile``: the churn probability's percentile among the customers of the latest scored
   population (the batch itself, or the population the service scored at start-up), and ``risk_tier``
   from the config's churn-probability floors.
-* ``customer_value``: spend in the ``serving.value_window_days`` before ``as_of`` (no value model
-  yet), and ``value_at_risk`` = churn probability × value, by which the outreach list ranks.
+* ``customer_value``: for a buyer (at the churn stage or later, churned or not) with a value model
+  served, the expected spend in the next ``value.horizon_days`` (:mod:`funnelcast.training.value`);
+  otherwise the spend in the ``serving.value_window_days`` before ``as_of``. ``value_basis`` says
+  which (``expected_next_<n>d`` or ``spent_last_<n>d``). ``value_at_risk`` = churn probability ×
+  value, by which the outreach list ranks.
 * ``reasons``: the features pushing the score up most (churn for customers, conversion for
   prospects), in words (:mod:`funnelcast.serving.reasons`).
 """
@@ -40,12 +43,13 @@ from funnelcast.features.events import DUPLICATES, EventArrays, EventEncoder, ma
 from funnelcast.features.funnel import FunnelConfig, load_config
 from funnelcast.features.labels import eligibility
 from funnelcast.features.model_input import Attributes, ModelInput
-from funnelcast.features.targets import TARGETS
+from funnelcast.features.targets import PROBABILITY_TARGETS, TARGETS, VALUE
 from funnelcast.features.timestamps import DAY_NS, now_ns, stated_ns
 from funnelcast.serving.attribution import PathAttribution, top_features
 from funnelcast.serving.reasons import Phrasebook
 from funnelcast.serving.rowpredict import RowPredictor
 from funnelcast.training.model import TargetModel
+from funnelcast.training.value import ValueModel
 
 RISK_TARGET = "churn"
 """The target whose probability places a customer in the population (percentile, risk tier) and, times
@@ -78,6 +82,8 @@ class Scored:
     reasons_for: np.ndarray  # object: the target the reasons explain, or None
     reasons: list[list[dict[str, Any]]]  # per row, largest credit first
     raw: dict[str, np.ndarray] = field(default_factory=dict)
+    predicted_value: np.ndarray | None = None
+    """(bool) rows whose value is the value model's prediction (else trailing spend); None: no value model."""
 
     def probability(self, target: str) -> np.ndarray:
         """The target's probabilities (all NaN where no model of it is served)."""
@@ -98,6 +104,7 @@ class Scored:
             probabilities={t: np.concatenate([p.probabilities[t] for p in parts]) for t in parts[0].probabilities},
             value=np.concatenate([p.value for p in parts]), reasons_for=np.concatenate([p.reasons_for for p in parts]),
             reasons=[r for p in parts for r in p.reasons], raw=raw,
+            predicted_value=None if parts[0].predicted_value is None else np.concatenate([p.predicted_value for p in parts]),
         )
 
 
@@ -134,15 +141,19 @@ class Scorer:
     funnel's :class:`~funnelcast.features.events.EventEncoder`.
     """
 
-    def __init__(self, models: dict[str, TargetModel], versions: dict[str, str], config: FunnelConfig | None = None,
-                 names: dict[str, str] | None = None) -> None:
+    def __init__(self, models: dict[str, TargetModel | ValueModel], versions: dict[str, str],
+                 config: FunnelConfig | None = None, names: dict[str, str] | None = None) -> None:
+        models = dict(models)
+        value_model = models.pop(VALUE.name, None)
         if not models:
-            raise ModelMismatchError("no models to score with")
+            raise ModelMismatchError("no models to score with" if value_model is None else
+                                     "a value model alone cannot score: customer_value ranks by churn probability too")
         embedded = [m.metadata_.get("funnel_config") for m in models.values()]
         trained = FunnelConfig.model_validate(embedded[0]) if embedded[0] is not None else None
         if config is None:
             config = trained if trained is not None else load_config()
-        for target, model in models.items():
+        checked = {**models, **({VALUE.name: value_model} if value_model is not None else {})}
+        for target, model in checked.items():
             if model.config_hash_ and model.config_hash_ != config.data_hash():
                 raise ModelMismatchError(
                     f"the {target} model (version {versions.get(target)}) was trained with a different funnel config "
@@ -151,18 +162,20 @@ class Scorer:
                 )
         self.config = config
         self.spec = feature_spec(config)
-        for target, model in models.items():
+        for target, model in checked.items():
             if tuple(model.input_.behaviour) != self.spec.columns:
                 raise ModelMismatchError(
                     f"the {target} model (version {versions.get(target)}) was trained on behaviour columns in another "
                     "order or of another funnel than this config builds; serve with the config it was trained with")
         self.models = models
+        self.value_model: ValueModel | None = value_model
+        """The value target's model (None: customer_value is trailing spend)."""
         self.versions = versions
         self.names = names or {t: f"{config.training.model_name_prefix}-{t}" for t in models}
         self.encoder = EventEncoder(config)
         # Models trained together share one input contract: customers are encoded once per distinct one.
         self._inputs: list[tuple[ModelInput, list[str]]] = []
-        for target, model in models.items():
+        for target, model in checked.items():
             group = next((g for g in self._inputs if g[0] == model.input_), None)
             if group is None:
                 self._inputs.append((model.input_, [target]))
@@ -170,6 +183,7 @@ class Scorer:
                 group[1].append(target)
         self.attributions = {t: PathAttribution.from_booster(m.booster_, m.best_iteration_) for t, m in models.items()}
         self.row_predictors = {t: RowPredictor(m.booster_, m.best_iteration_) for t, m in models.items()}
+        self._value_row = None if value_model is None else RowPredictor(value_model.booster_, value_model.best_iteration_)
         self.phrases = Phrasebook(self.spec)
         settings = config.serving
         self.tier_names = np.array([t.name for t in settings.risk_tiers], dtype=object)
@@ -177,6 +191,8 @@ class Scorer:
         self._stage_names = np.array(list(config.stage_names) + [None], dtype=object)
         # Reasons go to the first target (by priority) a customer is eligible for.
         self._reason_order = sorted(models, key=lambda t: TARGETS[t].reason_priority)
+        value_days = value_model.horizon_days_ if value_model is not None else settings.value_window_days
+        self.value_bases = np.array([f"spent_last_{settings.value_window_days}d", f"expected_next_{value_days}d"], dtype=object)
 
     @classmethod
     def from_registry(cls, config: FunnelConfig | None = None, *, tracking_uri: str | None = None,
@@ -193,6 +209,8 @@ class Scorer:
         models, versions, names = {}, {}, {}
         for target in base.training.targets:
             name = f"{base.training.model_name_prefix}-{target}"
+            if target == VALUE.name and tracking.alias_version(name, alias) is None:
+                continue  # training skips value without purchase amounts: customer_value is then trailing spend
             versions[target], models[target] = tracking.load_model(name, alias)
             names[target] = name
         return cls(models, versions, config, names)
@@ -274,11 +292,22 @@ class Scorer:
         for target, (rows, X, credit) in contributions.items():
             reasons_for[rows] = target
             self._phrase(target, rows, X, credit, row_reasons)
+        value = trailing_spend(arrays, t, self.spec, self.config.serving.value_window_days)
+        predicted = None
+        if self.value_model is not None:
+            predicted = VALUE.eligible(elig)
+            rows = np.flatnonzero(predicted)
+            if len(rows):
+                X = self.value_model.input_.matrix(behaviour, attrs[VALUE.name], t)[rows]
+                if n == 1:  # one customer: LightGBM's single-row fast path, as for the probabilities
+                    raw = np.array([self._value_row.raw_score(X[0])])
+                else:
+                    raw = self.value_model.booster_raw(X, num_threads=threads)
+                value[rows] = self.value_model.predict(X, raw=raw)
         return Scored(
             customer_ids=arrays.customer_ids, as_of=t, stage=elig.stage, status=status,
             probabilities={target: probs[target] for target in self.models},
-            value=trailing_spend(arrays, t, self.spec, self.config.serving.value_window_days),
-            reasons_for=reasons_for, reasons=row_reasons,
+            value=value, reasons_for=reasons_for, reasons=row_reasons, predicted_value=predicted,
         )
 
     def score_payload(self, events: list[Mapping[str, Any]], customer: Mapping[str, Any] | None,
@@ -340,6 +369,12 @@ class Scorer:
         tiers[ok] = self.tier_names[first]
         return tiers
 
+    def value_basis(self, s: Scored) -> np.ndarray:
+        """Per row, what ``customer_value`` is: ``expected_next_<n>d`` (the value model's prediction) or
+        ``spent_last_<n>d`` (trailing spend: no value model, or a customer who has not bought)."""
+        predicted = s.predicted_value if s.predicted_value is not None else np.zeros(len(s.value), dtype=bool)
+        return self.value_bases[predicted.astype(np.intp)]
+
     def stage_names(self, stage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(stage, next stage) names of float stage indices; None before any stage or after the last."""
         names = self._stage_names
@@ -360,10 +395,11 @@ class Scorer:
             "stage": pd.array(stage, dtype="string"),
             "status": pd.array(s.status, dtype="string"),
             "next_stage": pd.array(nxt, dtype="string"),
-            **{target.probability: s.probability(name) for name, target in TARGETS.items()},
+            **{target.probability: s.probability(name) for name, target in PROBABILITY_TARGETS.items()},
             "percentile": population.percentile(p_risk),
             "risk_tier": pd.array(self.risk_tier(p_risk), dtype="string"),
             "customer_value": s.value,
+            "value_basis": pd.array(self.value_basis(s), dtype="string"),
             "value_at_risk": np.where(np.isnan(p_risk), np.nan, p_risk * s.value),
         })
         for k in range(self.config.serving.reasons):
@@ -381,7 +417,8 @@ class Scorer:
         tiers = self.risk_tier(p_risk)
         as_of = iso_utc(s.as_of)
         versions = dict(self.versions)
-        fields = [(target.probability, s.probability(name).tolist()) for name, target in TARGETS.items()]
+        fields = [(target.probability, s.probability(name).tolist()) for name, target in PROBABILITY_TARGETS.items()]
+        basis = self.value_basis(s)
         out = []
         for i in range(len(s.customer_ids)):
             risk = float(p_risk[i])
@@ -393,6 +430,7 @@ class Scorer:
                 "percentile": None if np.isnan(pct[i]) else round(float(pct[i]), 2),
                 "risk_tier": tiers[i],
                 "customer_value": round(float(s.value[i]), 2),
+                "value_basis": basis[i],
                 "value_at_risk": None if np.isnan(risk) else round(risk * float(s.value[i]), 2),
                 "reasons": s.reasons[i], "reasons_for": s.reasons_for[i], "model_versions": versions,
             })
