@@ -15,8 +15,10 @@ purchases (purchase days, as BTYD counts them) and spend:
   :mod:`funnelcast.training.horizons` (``P(none in H) = P(none in h)^((H/h)^κ)``), κ fitted on the
   calibration period's own earlier cutoffs whose 150-210-day outcomes end before 1997-10-01. Every
   customer is scored, also those the product would count as churned already (90 days without an
-  order; its churn target leaves them out): the holdout asks about them too. It has no purchase count
-  or spend model yet (issue 19's value target): those metrics are absent.
+  order; its churn target leaves them out): the holdout asks about them too.
+  Expected holdout spend is the preset's value target (a Tweedie LightGBM on 90-day spend carried to
+  273 days by the spend decay it measured, :mod:`funnelcast.training.value`); expected purchase days
+  the same target trained on the calibration orders with every amount set to 1.
 
 Metrics: ROC-AUC, PR-AUC and top-decile lift for "any purchase" from each model's ranking score,
 Brier from its probability; MAE, RMSE and the signed relative error of the total for purchases and
@@ -42,6 +44,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # quality/ beside bench/
 
 CALIBRATION_END = pd.Timestamp("1997-10-01", tz="UTC")
+VALUE_LABEL_DAYS = 90
+"""funnelcast's value models learn 90-day windows (the product's default) and carry them to the holdout."""
 HOLDOUT_END = pd.Timestamp("1998-07-01", tz="UTC")
 REFERENCE = ("reference (issue 19, fitted carefully on this split): ROC-AUC 0.763 (BG/NBD) to 0.769 (Pareto/NBD, "
              "bootstrap CI 0.761-0.775); BTYD under-forecasts total holdout purchases by 13-19%; Brier 0.165. "
@@ -84,6 +88,12 @@ def score(rank: np.ndarray, p_any: np.ndarray, truth: pd.DataFrame, purchases: n
     return {k: round(float(v), 6) for k, v in out.items()}
 
 
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p))
+
+
 def auc_diff_ci(y: np.ndarray, p: np.ndarray, p_ref: np.ndarray, n: int, seed: int) -> list[float]:
     """95% paired bootstrap interval of ROC-AUC(p) - ROC-AUC(p_ref), customers resampled with replacement."""
     from sklearn.metrics import roc_auc_score
@@ -96,10 +106,11 @@ def auc_diff_ci(y: np.ndarray, p: np.ndarray, p_ref: np.ndarray, n: int, seed: i
     return [round(float(q), 6) for q in np.quantile(diffs, [0.025, 0.975])]
 
 
-def funnelcast_p_any(calibration: pd.DataFrame, customers: pd.Index, horizon_days: int,
-                     say=lambda msg: None) -> tuple[np.ndarray, dict[str, Any]]:
-    """funnelcast's P(any purchase in the holdout) per customer of ``customers`` (module docstring), and
-    what it took (the 90-day model's estimate and learner, κ and the rows it was fitted on)."""
+def funnelcast_forecasts(calibration: pd.DataFrame, customers: pd.Index, horizon_days: int,
+                         say=lambda msg: None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """funnelcast's P(any purchase in the holdout), expected holdout purchase days and expected holdout
+    spend per customer of ``customers`` (module docstring), and what it took (the 90-day model's estimate
+    and learner, κ and the rows it was fitted on, the value models' spend decay)."""
     import tempfile
     import warnings
 
@@ -109,7 +120,8 @@ def funnelcast_p_any(calibration: pd.DataFrame, customers: pd.Index, horizon_day
     from funnelcast.training.horizons import fit_kappa, map_none_probability
 
     raw = load_config("order-log").model_dump(mode="json")
-    raw["training"]["targets"] = ["churn"]
+    raw["training"]["targets"] = ["churn", "value"]
+    raw["value"] = {"horizon_days": horizon_days, "label_days": VALUE_LABEL_DAYS}
     config = fc.FunnelConfig.model_validate(raw)
     h = config.churn.horizon_days
     with tempfile.TemporaryDirectory(prefix="funnelcast-cdnow-") as store, warnings.catch_warnings():
@@ -141,11 +153,26 @@ def funnelcast_p_any(calibration: pd.DataFrame, customers: pd.Index, horizon_day
         kappa_rows = pd.concat(rows, ignore_index=True)
         kappa = fit_kappa(kappa_rows["p"], kappa_rows["none"], kappa_rows["ratio"])
         at_end = p_none(CALIBRATION_END).reindex(customers)
+        frame = build_features(events, None, CALIBRATION_END, config)
+        spend = pd.Series(result.targets["value"].model.predict(frame), index=frame["customer_id"].to_numpy())
+        # Expected purchase days: the same value target trained on orders of amount 1 (one event per
+        # purchase day after the preset's same-day merge, as BTYD counts them).
+        say("funnelcast: training the value target on order counts (every amount 1) for expected purchases")
+        counts = fc.Project(fc.FunnelConfig.model_validate({**raw, "training": {**raw["training"], "targets": ["value"]}}),
+                            mlflow_dir=Path(store) / "counts")
+        count_data = counts.load(calibration.assign(amount=1.0))
+        count_model = counts.train(count_data, data_end=CALIBRATION_END, force=True).targets["value"].model
+        purchases = pd.Series(count_model.predict(build_features(count_data.events, None, CALIBRATION_END, counts.config)),
+                              index=frame["customer_id"].to_numpy())
     missing = int(at_end.isna().sum())
     p_any = 1 - map_none_probability(at_end.fillna(at_end.mean()).to_numpy(), horizon_days / h, kappa)
     backtest = result.targets["churn"].backtest
-    return p_any, {"kappa": round(kappa, 4), "kappa_rows": int(len(kappa_rows)), "model_horizon_days": h,
-                   "learner": backtest.learner, "estimate": backtest.kind, "customers_not_scored": missing}
+    value = result.targets["value"].backtest
+    return p_any, purchases.reindex(customers).fillna(0.0).to_numpy(), spend.reindex(customers).fillna(0.0).to_numpy(), {
+        "kappa": round(kappa, 4), "kappa_rows": int(len(kappa_rows)), "model_horizon_days": h,
+        "learner": backtest.learner, "estimate": backtest.kind, "customers_not_scored": missing,
+        "value_label_days": VALUE_LABEL_DAYS, "value_decay": {k: round(float(v), 4) for k, v in value.refit["decay"].items()},
+        "value_estimate": value.kind}
 
 
 def run(bootstrap: int = 1000, seed: int = 0, say=lambda msg: None, with_funnelcast: bool = True) -> dict[str, Any]:
@@ -167,8 +194,10 @@ def run(bootstrap: int = 1000, seed: int = 0, say=lambda msg: None, with_funnelc
     results: dict[str, Any] = {}
     if with_funnelcast:
         started = time.perf_counter()
-        p_any, note = funnelcast_p_any(calibration, summary.index, horizon, say)
-        results["funnelcast"] = {**score(p_any, p_any, truth), **note}  # no purchase count or spend yet
+        p_any, purchases, spend, note = funnelcast_forecasts(calibration, summary.index, horizon, say)
+        results["funnelcast"] = {**score(p_any, p_any, truth, purchases, spend), **note,
+                                 # not the entry's ranking (P(any) is, declared before the holdout was read): for reference
+                                 "roc_auc_expected_purchases": round(float(roc_auc(y, purchases)), 6)}
         say(f"funnelcast trained and scored in {time.perf_counter() - started:.0f} s")
         if "pareto_nbd" in predictions:
             results["funnelcast"]["auc_diff_vs_pareto_ci"] = auc_diff_ci(

@@ -41,6 +41,7 @@ _EXPORTS = {
     "build_training_set": "funnelcast.features.snapshots",
     "ModelInput": "funnelcast.features.model_input",
     "TARGETS": "funnelcast.features.targets",
+    "PROBABILITY_TARGETS": "funnelcast.features.targets",
     "Target": "funnelcast.features.targets",
     "FunnelcastError": "funnelcast.features.errors",
     "EventDataError": "funnelcast.features.errors",

@@ -40,13 +40,17 @@ features.head()
 # %% Train: backtest, calibrate, register in MLflow, champion or challenger.
 result = project.train(data, report_dir=folder / "report")
 for name, entry in result.entries.items():
+    if name == "value":  # expected spend: ranked by Gini, its total checked against the realised
+        print(f"value: test Gini {entry['test_gini']:.3f} (trailing spend {entry['trailing_spend_test_gini']:.3f}), "
+              f"total error {entry['test_total_error']:+.1%}, {entry['registered_model']} v{entry['model_version']} {entry['alias']}")
+        continue
     print(f"{name}: test ROC-AUC {entry['test_roc_auc']:.3f} (oracle {entry.get('oracle_roc_auc', float('nan')):.3f}), "
           f"ECE {entry['test_ece']:.3f}, {entry['registered_model']} v{entry['model_version']} {entry['alias']}")
 
 # %% Score every customer with the champions, and the outreach list.
 scores = project.score(data, as_of=sim.end)
 calls = project.outreach(data, top=20, as_of=sim.end)
-print(calls[["rank", "customer_id", "stage", "churn_probability", "value_at_risk", "reason_1"]].head(10).to_string())
+print(calls[["rank", "customer_id", "stage", "churn_probability", "customer_value", "value_at_risk", "reason_1"]].head(10).to_string())
 
 # %% The registered model alone, as any MLflow user would load it: same probabilities.
 import mlflow  # noqa: E402

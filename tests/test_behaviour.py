@@ -213,7 +213,7 @@ def test_golden_rows(golden_events, config):
     assert list(frame["customer_id"]) == ["alice", "bob", "carol", "erin"]  # dave has nothing before T
     assert (frame["cutoff"] == T).all()
     assert list(without_extras(frame).columns[2:]) == list(feature_spec(config).columns)
-    assert list(frame.columns[-3:]) == ["stage", "convert_eligible", "churn_eligible"]
+    assert list(frame.columns[-4:]) == ["stage", "convert_eligible", "churn_eligible", "value_eligible"]
     got = frame.set_index("customer_id")
     for cid, expected in GOLDEN.items():
         for name, value in expected.items():

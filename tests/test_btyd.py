@@ -68,6 +68,7 @@ def test_btyd_models_forecast_a_bg_nbd_world():
     summary = rfm_summary(events, end)
     fit = fit_btyd(summary)
     assert set(fit.models) == set(MODELS) and fit.errors == {} and fit.gamma_gamma is not None
+    assert set(fit.notes) <= {*MODELS, "gamma_gamma"}  # a fit that needed the penalised retry says so
     later = events.loc[(events["timestamp"] >= end) & (events["timestamp"] < holdout_end)]
     later_days = later.assign(day=later["timestamp"].dt.floor("D")).drop_duplicates(["customer_id", "day"])
     bought = summary.index.isin(later_days["customer_id"]).astype(int)
@@ -89,12 +90,19 @@ def test_btyd_models_forecast_a_bg_nbd_world():
     assert bg["expected_spend"].sum() == pytest.approx(spend.sum(), rel=0.1)
 
 
-def test_unknown_model_and_a_model_that_cannot_fit_are_named():
+def test_unknown_model_and_a_model_that_cannot_fit_are_named(capsys):
     with pytest.raises(ValueError, match=r"unknown BTYD model\(s\) \['gamma'\]"):
         fit_btyd(pd.DataFrame({"frequency": [1.0], "recency": [1.0], "T": [2.0], "monetary_value": [1.0]}), ["gamma"])
     nobody_returns = pd.DataFrame({"frequency": [0.0] * 50, "recency": [0.0] * 50, "T": np.linspace(1, 30, 50),
                                    "monetary_value": [0.0] * 50})
     fit = fit_btyd(nobody_returns)
     assert fit.gamma_gamma is None and fit.gamma_gamma_error  # no repeat spender to fit spend on
+    # Identical order values: Gamma-Gamma's optimiser fails unpenalised, and lifetimes prints scipy's result
+    # to stdout when it does; it must stay out of stdout (`funnelcast train --json` prints there).
+    flat = pd.DataFrame({"frequency": [1.0] * 40, "recency": np.linspace(1, 20, 40), "T": [30.0] * 40,
+                         "monetary_value": [5.0] * 40})
+    flat_fit = fit_btyd(flat, ["bg_nbd"])
+    assert "gamma_gamma" in flat_fit.notes or flat_fit.gamma_gamma_error  # the unpenalised fit failed, and says so
+    assert capsys.readouterr().out == ""
     for name in MODELS:
         assert (name in fit.models) != (name in fit.errors)  # each either fitted or says why not

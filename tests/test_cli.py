@@ -51,7 +51,7 @@ def test_check_reports_a_verdict_per_target(simdir):
     targets = report["readiness"]["targets"]
     assert set(targets) == {
         "convert:awareness->interest", "convert:interest->consideration",
-        "convert:consideration->purchase", "convert:purchase->loyalty", "churn",
+        "convert:consideration->purchase", "convert:purchase->loyalty", "churn", "value",
     }
     assert all(isinstance(t["ready"], bool) and t["verdict"] for t in targets.values())
     assert report["validation"]["rows_read"] == report["validation"]["rows_out"]

@@ -20,9 +20,9 @@ from funnelcast.features.funnel import FunnelConfig, load_config
 from funnelcast.features.snapshots import build_training_set, snapshot_cutoffs
 
 try:  # tests/ is on sys.path under pytest's default import mode
-    from reference import customer_features, events_by_customer, to_utc
+    from reference import _missing, customer_features, events_by_customer, to_utc
 except ImportError:  # pragma: no cover - tests imported as a package
-    from tests.reference import customer_features, events_by_customer, to_utc
+    from tests.reference import _missing, customer_features, events_by_customer, to_utc
 
 CONFIG = load_config()
 
@@ -231,7 +231,10 @@ def test_churn_definition_changes_only_churn_labels():
     a = labels(EXPLICIT_ROWS, config=EXPLICIT)
     b = labels(EXPLICIT_ROWS, config=CONFIG)
     assert label(b, "x_active", "churn") == 1  # silent for the horizon: churned by inactivity
-    assert "x_quiet" not in b.index  # inactive for 300 days: eligible for nothing under inactivity
+    # Inactive for 300 days: churned under inactivity, so no churn or conversion label; a buyer still has a
+    # value label (spend in the next 90 days: none).
+    assert label(b, "x_quiet", "churn") is None and label(b, "x_quiet", "convert") is None
+    assert b.loc["x_quiet", "value_label"] == 0.0
     common = a.index.intersection(b.index)
     pd.testing.assert_series_equal(a.loc[common, "convert_label"], b.loc[common, "convert_label"])
 
@@ -285,7 +288,9 @@ def test_several_cutoffs_each_with_its_own_horizon():
 # ---- a reference for labels, and properties ----------------------------------------------------
 
 def reference_rows(events: pd.DataFrame, cutoffs, config: FunnelConfig, data_end) -> dict[tuple[str, pd.Timestamp], tuple]:
-    """(customer, cutoff) -> (convert, churn), None for unknown; rows with no known label left out."""
+    """(customer, cutoff) -> (convert, churn, value, value_later), None for unknown; rows with no known label
+    left out. value: spend of purchase events in [t, t + label_days) for buyers (churn stage or later,
+    churned or not); value_later: the next label_days, known only when that window closes too."""
     end = to_utc(data_end)
     stage_of = {et: i for i, s in enumerate(config.stages) for et in s.event_types}
     last_stage = len(config.stages) - 1
@@ -294,6 +299,12 @@ def reference_rows(events: pd.DataFrame, cutoffs, config: FunnelConfig, data_end
     churn_types = set(config.churn.churn_event_types)
     h_conv = config.conversion.horizon_days * D
     h_churn = config.churn.horizon_days * D
+    h_value = config.value.label_days * D
+    purchases = set(config.purchase_event_types)
+
+    def spend(evs, start, stop):
+        return sum(0.0 if _missing(e.amount) else e.amount for e in evs if e.event_type in purchases and start <= e.ts < stop)
+
     out = {}
     per_customer = events_by_customer(events)
     for cutoff in cutoffs:
@@ -314,8 +325,13 @@ def reference_rows(events: pd.DataFrame, cutoffs, config: FunnelConfig, data_end
                         churn = int(not any(e.event_type in qualifying for e in window))
                 elif not any(e.event_type in churn_types for e in past):
                     churn = int(any(e.event_type in churn_types for e in window))
-            if conv is not None or churn is not None:
-                out[(cid, t)] = (conv, churn)
+            value = later = None
+            if stage >= churn_from and t + h_value <= end:
+                value = spend(evs, t, t + h_value)
+                if t + 2 * h_value <= end:
+                    later = spend(evs, t + h_value, t + 2 * h_value)
+            if conv is not None or churn is not None or value is not None:
+                out[(cid, t)] = (conv, churn, value, later)
     return out
 
 
@@ -381,11 +397,19 @@ def test_labels_equal_reference_on_random_logs(config, rows, end_days):
             build_training_set(events, None, config, cutoffs=cutoffs, data_end=data_end)
         return
     table = build_training_set(events, None, config, cutoffs=cutoffs, data_end=data_end).frame
+    def known(v, kind):
+        return None if pd.isna(v) else kind(v)
+
     got = {
-        (r.customer_id, r.cutoff): (None if pd.isna(r.convert_label) else int(r.convert_label), None if pd.isna(r.churn_label) else int(r.churn_label))
-        for r in table[["customer_id", "cutoff", "convert_label", "churn_label"]].itertuples(index=False)
+        (r.customer_id, r.cutoff): (known(r.convert_label, int), known(r.churn_label, int), known(r.value_label, float),
+                                    known(r.value_later, float))
+        for r in table[["customer_id", "cutoff", "convert_label", "churn_label", "value_label", "value_later"]].itertuples(index=False)
     }
-    assert got == expected
+    assert got.keys() == expected.keys()
+    for key, want in expected.items():
+        assert got[key][:2] == want[:2], key
+        for g, w in zip(got[key][2:], want[2:], strict=True):  # spend: sums of floats
+            assert (g is None) == (w is None) and (w is None or g == pytest.approx(w)), key
 
 
 @st.composite
@@ -409,10 +433,12 @@ def late_edits(draw, horizon_days: int):
 
 @pytest.mark.parametrize("config", [CONFIG, EXPLICIT], ids=["inactivity", "explicit"])
 @SLOW
-@given(case=late_edits(60))
+@given(case=late_edits(90))
 def test_events_after_the_longest_horizon_change_nothing(config, case):
     rows, edited = case
-    cutoffs = [T - 30 * D, T]  # the longest horizon of the last cutoff ends at T + 60d
+    # The longest window of the last cutoff, the value label's, ends at T + 90d (the value label's later
+    # window, T + 90d..T + 180d, runs past data_end at both cutoffs: unknown, whatever the events).
+    cutoffs = [T - 30 * D, T]
     a = training(rows, config, cutoffs, data_end=T + 100 * D)
     b = training(edited, config, cutoffs, data_end=T + 100 * D)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
@@ -425,7 +451,8 @@ def test_events_after_the_conversion_horizon_change_no_feature_or_conversion_lab
     a = training(rows, CONFIG, [T], data_end=T + 100 * D).set_index("customer_id")
     b = training(edited, CONFIG, [T], data_end=T + 100 * D).set_index("customer_id")
     conv_a, conv_b = a[a["convert_label"].notna()], b[b["convert_label"].notna()]
-    pd.testing.assert_frame_equal(conv_a.drop(columns="churn_label"), conv_b.drop(columns="churn_label"), check_exact=True)
+    later = ["churn_label", "value_label", "value_later"]  # windows longer than conversion's
+    pd.testing.assert_frame_equal(conv_a.drop(columns=later), conv_b.drop(columns=later), check_exact=True)
     columns = list(feature_spec(CONFIG).columns) + ["stage"]
     common = a.index.intersection(b.index)
     pd.testing.assert_frame_equal(a.loc[common, columns], b.loc[common, columns], check_exact=True)

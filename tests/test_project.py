@@ -57,8 +57,11 @@ def test_a_notebook_trains_and_scores_through_the_public_api(notebook, sim):
     assert all(t.ready for t in notebook["readiness"].targets)
     assert set(result.targets) == set(fc.TARGETS)
     assert result.entries["churn"]["oracle_roc_auc"] > 0.5  # the truth reached the backtest
-    for target in fc.TARGETS:
+    for target in fc.PROBABILITY_TARGETS:
         assert result.entries[target]["test_roc_auc"] > 0.7, target
+    value = result.entries["value"]
+    assert value["test_gini"] > value["trailing_spend_test_gini"], value  # it ranks spend better than last period's
+    assert (scores.loc[scores["status"].isin(["customer", "churned"]), "value_basis"] == "expected_next_365d").all()
     assert len(scores) == len(sim.customers)
     customers = scores["status"].eq("customer")
     assert scores.loc[customers, "churn_probability"].between(0, 1).all()

@@ -25,7 +25,7 @@ def sim(config):
 def test_enough_data_is_ready_for_every_target(sim, config):
     report = assess(sim.events, config, customers=sim.customers, data_end=sim.end)
     verdicts = {t.target: t for t in report.targets}
-    assert set(verdicts) == {f"convert:{a}->{b}" for a, b in config.conversion_targets()} | {"churn"}
+    assert set(verdicts) == {f"convert:{a}->{b}" for a, b in config.conversion_targets()} | {"churn", "value"}
     for t in report.targets:
         assert t.ready, t.verdict
         assert t.rows >= config.readiness.min_eligible and t.positives >= config.readiness.min_positives

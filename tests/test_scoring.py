@@ -123,13 +123,22 @@ def test_mlflow_model_alone_gives_the_scorers_probabilities(served_models, score
     ev, cust, arrays, t = source
     frame = build_features(ev, cust, pd.Timestamp(t, tz="UTC"), scorer.config)
     scored = score_population(scorer, arrays, cust, t, reasons=False)
+    assert set(scorer.versions) == {"convert", "churn", "value"}
+    # The frame's rows in the scorer's customer order.
+    frame = frame.set_index("customer_id").loc[list(arrays.customer_ids)].reset_index()
     for target, version in scorer.versions.items():
         loaded = mlflow.pyfunc.load_model(f"models:/{scorer.names[target]}/{version}")
         p = np.asarray(loaded.predict(frame), dtype=float)
-        np.testing.assert_array_equal(np.isnan(p), np.isnan(scored.probability(target)))
-        np.testing.assert_array_equal(p[~np.isnan(p)], scored.probability(target)[~np.isnan(p)])
+        if target == "value":  # expected spend where the value model applies (buyers); trailing spend elsewhere
+            expected = np.where(scored.predicted_value, scored.value, np.nan)
+            model = scorer.value_model
+        else:
+            expected = scored.probability(target)
+            model = scorer.models[target]
+        np.testing.assert_array_equal(np.isnan(p), np.isnan(expected))
+        np.testing.assert_allclose(p[~np.isnan(p)], expected[~np.isnan(p)], rtol=1e-12)
         # Categories as text (what a CSV gives back) score the same.
-        as_text = frame.astype({c: "string" for c in scorer.models[target].categories_})
+        as_text = frame.astype({c: "string" for c in model.categories_})
         np.testing.assert_array_equal(np.asarray(loaded.predict(as_text), dtype=float), p)
         with pytest.raises(Exception, match=f"{target}_eligible"):
             loaded.predict(frame.drop(columns=f"{target}_eligible"))
@@ -385,13 +394,39 @@ def test_outreach_ranks_customers_by_value_at_risk(scorer, source):
         base.outreach(5, stage="nope")
 
 
-def test_value_is_trailing_spend(scorer):
-    t = scorer.as_of_ns("2025-12-01T00:00:00Z")
+def test_value_is_the_value_models_expected_spend_for_buyers_and_trailing_spend_without_one(scorer, source):
+    _, cust, arrays, t = source
+    scored = score_population(scorer, arrays, cust, t, reasons=False)
+    table = scorer.frame(scored)
+    buyers = table["status"].isin(["customer", "churned"]).to_numpy()
+    assert buyers.any() and (~buyers).any()
+    np.testing.assert_array_equal(scored.predicted_value, buyers)
+    assert (table.loc[buyers, "value_basis"] == "expected_next_365d").all()
+    assert (table.loc[~buyers, "value_basis"] == "spent_last_365d").all()
+    # The buyers' value is the registered value model's prediction on the training feature code's rows.
+    frame = build_features(*source[:2], pd.Timestamp(t, tz="UTC"), scorer.config).set_index("customer_id")
+    ids = table.loc[buyers, "customer_id"].to_numpy(dtype=object)
+    np.testing.assert_allclose(table.loc[buyers, "customer_value"], scorer.value_model.predict(frame.loc[ids].reset_index()),
+                               rtol=1e-12)
+    np.testing.assert_allclose(table["value_at_risk"], table["churn_probability"] * table["customer_value"])
+    assert table["value_model_version"].eq(scorer.versions["value"]).all()
+
+    # One customer through the request path: the same value as in the batch (the single-row fast path).
+    one = table.loc[table["status"].eq("customer")].iloc[0]
+    single, _ = CustomerBase(scorer, arrays, cust, t).score_ids([one["customer_id"]])
+    assert single.value[0] == pytest.approx(one["customer_value"], rel=1e-12)
+
+    # Without a value model: trailing spend, labelled as such.
+    bare = Scorer(scorer.models, {k: v for k, v in scorer.versions.items() if k != "value"}, scorer.config)
+    ts = scorer.as_of_ns("2025-12-01T00:00:00Z")
     events = [{"timestamp": "2025-11-01T00:00:00Z", "event_type": "order", "amount": 100.0},
               {"timestamp": "2024-11-01T00:00:00Z", "event_type": "order", "amount": 1000.0},  # older than 365 days
               {"timestamp": "2025-12-02T00:00:00Z", "event_type": "repeat_order", "amount": 7.0}]  # after as_of
-    arr, _ = scorer.encoder.records(events, "x")
-    assert scorer.score_arrays(arr, t, scorer.encode_customer({})[0]).value[0] == 100.0
+    arr, _ = bare.encoder.records(events, "x")
+    plain = bare.score_arrays(arr, ts, bare.encode_customer({})[0])
+    assert plain.value[0] == 100.0 and bare.value_basis(plain)[0] == "spent_last_365d"
+    with_model = scorer.score_arrays(arr, ts, scorer.encode_customer({})[0])
+    assert with_model.value[0] != 100.0 and scorer.value_basis(with_model)[0] == "expected_next_365d"
 
 
 def _cli(*args, env=None):
@@ -409,7 +444,9 @@ def test_batch_score_and_outreach_commands_write_tables(served_models, small_sim
     table = pd.read_csv(out)
     assert len(table) == small_sim.customers.shape[0]
     assert {"customer_id", "stage", "status", "next_stage_probability", "churn_probability", "percentile", "risk_tier",
-            "customer_value", "value_at_risk", "reason_1", "churn_model_version"} <= set(table.columns)
+            "customer_value", "value_basis", "value_at_risk", "reason_1", "churn_model_version",
+            "value_model_version"} <= set(table.columns)
+    assert set(table["value_basis"]) == {"expected_next_365d", "spent_last_365d"}
     db = f"sqlite:///{tmp_path / 'crm.db'}#outreach"
     run = _cli("outreach", "--top", "25", "--events", str(sim_dir / "events.parquet"), "--customers",
                str(sim_dir / "customers.parquet"), "--as-of", as_of, "--out", db, "--mlflow-dir", str(home))

@@ -34,7 +34,7 @@ KEY = secrets.token_urlsafe(24)
 READY_TIMEOUT = 180
 EXIT_TIMEOUT = 120
 COMPARED = ("customer_id", "stage", "status", "next_stage", "next_stage_probability", "churn_probability",
-            "percentile", "risk_tier", "customer_value", "value_at_risk", "reasons_for", "model_versions")
+            "percentile", "risk_tier", "customer_value", "value_basis", "value_at_risk", "reasons_for", "model_versions")
 
 
 LOGS: dict[str, Path] = {}
@@ -244,7 +244,7 @@ def one_customer(reference, small_sim, api):
 
 def _same_score(got: dict[str, Any], want: dict[str, Any]) -> None:
     for key in ("stage", "status", "next_stage", "next_stage_probability", "churn_probability", "percentile",
-                "risk_tier", "customer_value", "value_at_risk", "reasons_for"):
+                "risk_tier", "customer_value", "value_basis", "value_at_risk", "reasons_for"):
         assert got[key] == want[key], (key, got[key], want[key])
     assert [r["text"] for r in got["reasons"]] == [r["text"] for r in want["reasons"]]
     assert [r["feature"] for r in got["reasons"]] == [r["feature"] for r in want["reasons"]]
@@ -378,6 +378,9 @@ def test_score_agrees_with_the_in_process_scorer(api, reference, as_of):
     statuses = {r["status"] for r in got["results"]}
     assert len(statuses) >= 2, statuses
     assert any(r["churn_probability"] is not None for r in got["results"])
+    # ...and both kinds of customer value: the value model's for buyers, trailing spend for the rest.
+    assert {r["value_basis"] for r in got["results"]} == {"expected_next_365d", "spent_last_365d"}
+    assert all(r["model_versions"]["value"] == reference["scorer"].versions["value"] for r in got["results"])
     assert any(r["next_stage_probability"] is not None for r in got["results"])
     assert any(r["reasons"] for r in got["results"])
     # The same ids with the default as_of spelled out give the same answer.
@@ -485,11 +488,14 @@ def test_model_info(api, reference, served_models, as_of):
     assert resp.status_code == 200, resp.text
     info = resp.json()
     scorer = reference["scorer"]
-    assert set(info["models"]) == {"convert", "churn"}
+    assert set(info["models"]) == {"convert", "churn", "value"}
     for target, model in info["models"].items():
         assert model["version"] == scorer.versions[target]
         assert model["name"] == f"funnelcast-{target}"
         assert pd.Timestamp(model["trained_at"]) is not pd.NaT
+        if target == "value":  # an amount: ranked by normalised Gini, no ROC-AUC
+            assert 0 < float(model["test_gini"]) <= 1 and "test_roc_auc" not in model
+            continue
         auc = float(model["test_roc_auc"])
         assert 0.5 < auc <= 1.0, auc
     assert info["population"]["customers"] == len(reference["ids"])
@@ -659,7 +665,10 @@ def test_huge_amounts_are_refused_and_the_largest_allowed_keep_customer_value_fi
     assert resp.status_code == 200, resp.text
     out = resp.json()
     assert out["status"] == "customer" and out["churn_probability"] is not None
-    assert out["customer_value"] == pytest.approx(28e12) and math.isfinite(out["value_at_risk"])
+    # A buyer: the value model's expected spend (its trees saw nothing near 1e12 a day, and say so by
+    # staying finite), never an overflow.
+    assert out["value_basis"] == "expected_next_365d"
+    assert math.isfinite(out["customer_value"]) and out["customer_value"] > 0 and math.isfinite(out["value_at_risk"])
 
 
 def test_answers_are_strict_json():

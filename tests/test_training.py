@@ -54,7 +54,18 @@ def test_every_target_and_transition_is_reported_with_the_promised_fields(traine
     result, _ = trained
     entries = json.loads(json.dumps(result.as_dict()))  # what --json prints must be plain JSON
     transitions = [f"convert:{a}->{b}" for a, b in config.conversion_targets()]
-    assert set(entries) == {"convert", "churn", *transitions}
+    assert set(entries) == {"convert", "churn", "value", *transitions}
+    value = entries.pop("value")
+    for field in ("test_mae", "test_rmse", "test_total_error", "test_spearman", "test_gini", "test_top_10pct_share",
+                  "test_top_20pct_share", "trailing_spend_test_gini", "lifetime_rate_test_gini", "mbg_nbd_test_gini",
+                  "pareto_nbd_test_gini", "backtest_gini_mean", "label_days", "horizon_days", "refit", "mlflow_run_id",
+                  "model_version", "alias"):
+        assert field in value, field
+    assert value["registered_model"] == "funnelcast-value" and value["alias"] == "champion"
+    assert (value["label_days"], value["horizon_days"]) == (90, 365) and value["estimate"] == "out-of-time"
+    # The value model ranks the next 90 days' spend better than the plain baselines and BTYD do.
+    for other in ("trailing_spend", "lifetime_rate", "mbg_nbd", "pareto_nbd"):
+        assert value["test_gini"] > value[f"{other}_test_gini"], other
     for key, entry in entries.items():
         for field in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece", "test_top_decile_lift",
                       "logistic_test_roc_auc", "recency_frequency_test_roc_auc", "oracle_roc_auc", "mlflow_run_id",
@@ -97,7 +108,21 @@ def test_folds_are_time_ordered_with_a_horizon_gap(trained, table, config):
 def test_mlflow_holds_params_metrics_artifacts_and_a_loadable_registered_model(trained, table):
     result, home = trained
     client = mlflow.MlflowClient()
+    value = result.targets["value"]
+    run = client.get_run(value.run_id)
+    assert run.data.params["target"] == "value" and run.data.params["champion_metric"] == "gini"
+    assert run.data.metrics["test_gini"] == pytest.approx(result.entries["value"]["test_gini"], abs=1e-6)
+    # The BTYD baselines are fitted on the same data and logged in the same run.
+    assert {"btyd/bg_nbd/gini", "btyd/pareto_nbd/mae", "backtest/trailing_spend/gini_mean"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(value.run_id)} | {
+        a.path for a in client.list_artifacts(value.run_id, "report")}
+    assert {"value_btyd.json", "report/report_value.html", "report/value_lorenz.png"} <= artifacts
+    loaded = mlflow.pyfunc.load_model(f"models:/{value.model_name}@champion")
+    rows = table.rows("value").tail(200)
+    np.testing.assert_allclose(np.asarray(loaded.predict(rows)), value.model.predict(rows), rtol=1e-12)
     for target, tr in result.targets.items():
+        if target == "value":
+            continue
         run = client.get_run(tr.run_id)
         assert run.data.params["target"] == target
         assert "lgbm_learning_rate" in run.data.params
@@ -253,8 +278,11 @@ def test_a_short_history_still_trains_with_fewer_folds_or_an_in_time_estimate_an
 def test_labels_are_the_ones_the_feature_pipeline_built(table):
     for target, spec in TARGETS.items():
         rows = table.rows(target)
-        assert rows[spec.label].notna().all() and set(rows[spec.label].unique()) <= {0, 1}
-        assert rows[spec.eligible_column].all()  # a known label implies the target applied
+        assert rows[spec.label].notna().all() and rows[spec.eligible_column].all()  # a known label: the target applied
+        if spec.is_probability:
+            assert set(rows[spec.label].unique()) <= {0, 1}
+        else:  # spend: never negative, positive for some
+            assert (rows[spec.label] >= 0).all() and (rows[spec.label] > 0).any()
 
 
 def _latest_customers(result, target, n, sim):

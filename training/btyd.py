@@ -23,6 +23,8 @@ not a likelihood: the fitting is ``lifetimes``'.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -33,6 +35,8 @@ import pandas as pd
 MODELS = ("bg_nbd", "mbg_nbd", "pareto_nbd")
 """The repeat-purchase models, by the names reports and ``--json`` use."""
 PERIOD_DAYS = 7.0
+RETRY_PENALIZER = 0.001
+"""The L2 penalty of the one retry of a fit that did not converge unpenalised."""
 
 
 def rfm_summary(events: pd.DataFrame, end: Any, *, purchase_types: Iterable[str] | None = None,
@@ -78,6 +82,8 @@ class BtydFit:
     gamma_gamma: Any = None
     gamma_gamma_error: str | None = None
     period_days: float = PERIOD_DAYS
+    notes: dict[str, str] = field(default_factory=dict)
+    """Models that fitted only on the retry with a small L2 penalty (by name: what happened)."""
 
     def params(self) -> dict[str, dict[str, float]]:
         """Every fitted model's parameters (plain floats, for MLflow and reports)."""
@@ -104,21 +110,36 @@ def fit_btyd(summary: pd.DataFrame, models: Iterable[str] = MODELS, *, penalizer
         raise ValueError(f"unknown BTYD model(s) {unknown}; models are {', '.join(MODELS)}")
     fit = BtydFit(period_days=period_days)
     fitters = _fitters()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name in models:
-            try:
-                fit.models[name] = fitters[name](penalizer_coef=penalizer).fit(
-                    summary["frequency"], summary["recency"], summary["T"])
-            except Exception as exc:  # noqa: BLE001 - lifetimes raises ConvergenceError, ValueError, LinAlgError…
-                fit.errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-        from lifetimes import GammaGammaFitter
+    from lifetimes import GammaGammaFitter
 
-        spenders = summary.loc[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
-        try:
-            fit.gamma_gamma = GammaGammaFitter(penalizer_coef=penalizer).fit(spenders["frequency"], spenders["monetary_value"])
-        except Exception as exc:  # noqa: BLE001 - as above
-            fit.gamma_gamma_error = f"{type(exc).__name__}: {exc}"[:300]
+    spenders = summary.loc[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
+    columns = {name: (fitters[name], (summary["frequency"], summary["recency"], summary["T"])) for name in models}
+    columns["gamma_gamma"] = (GammaGammaFitter, (spenders["frequency"], spenders["monetary_value"]))
+    # lifetimes prints scipy's result to stdout when a fit fails: it would corrupt `funnelcast train --json`.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        for name, (fitter, data) in columns.items():
+            # lifetimes' optimiser reports non-convergence on some data and CPUs where the likelihood is
+            # flat; unpenalised fits that fail are retried once with a small L2 penalty, and say so.
+            for coef in dict.fromkeys([penalizer, penalizer or RETRY_PENALIZER]):
+                try:
+                    fitted = fitter(penalizer_coef=coef).fit(*data)
+                except Exception as exc:  # noqa: BLE001 - lifetimes raises ConvergenceError, ValueError, LinAlgError…
+                    error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                    continue
+                if coef != penalizer:
+                    fit.notes[name] = f"did not converge unpenalised ({error}); fitted with penalizer_coef={coef}"
+                break
+            else:
+                if name == "gamma_gamma":
+                    fit.gamma_gamma_error = error
+                else:
+                    fit.errors[name] = error
+                continue
+            if name == "gamma_gamma":
+                fit.gamma_gamma = fitted
+            else:
+                fit.models[name] = fitted
     return fit
 
 

@@ -10,7 +10,8 @@ SHA-256 against the one recorded with the version and reads the two files
 Input: a frame as :func:`funnelcast.features.snapshots.build_features` makes it (category attributes
 as categoricals or text) with the target's ``<target>_eligible`` column and, optionally, its
 ``cutoff`` column (the scoring time of a model's seasonal shift; without it no season is applied).
-Output: the calibrated probability per row, NaN where the target does not apply.
+Output: the calibrated probability per row (the value target: expected spend over its horizon), NaN
+where the target does not apply.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ class FunnelcastPyfunc(PythonModel):
         if eligible not in model_input.columns:
             raise SchemaError(f"the input lacks the column {eligible!r} (whether the {self.model.target} target applies "
                               "to each row); build features with funnelcast.features.snapshots.build_features")
-        p = self.model.predict_proba(model_input)
+        if TARGETS[self.model.target].is_probability:
+            p = self.model.predict_proba(model_input)
+        else:  # the value target: expected spend over its horizon (training/value.py)
+            p = self.model.predict(model_input)
         return np.where(model_input[eligible].to_numpy(dtype=bool), p, np.nan)
 
 

@@ -73,7 +73,6 @@ LEVEL_RANGE = (0.5, 2.0)
 """A level correction outside this range is clipped: beyond it the validation total is noise or drift
 that no single factor should carry."""
 POOLED = -1
-RETRY_PENALIZER = 0.001
 
 
 def horizon_factor(rho: np.ndarray | float, n: float) -> np.ndarray:
@@ -399,14 +398,7 @@ def btyd_comparison(events: pd.DataFrame, config: FunnelConfig, test: pd.DataFra
         out["errors"]["all"] = "fewer than two buyers before the cutoff"
         return out
     fit = fit_btyd(summary)
-    if fit.errors:  # lifetimes' optimiser can fail unpenalised: retry once with a small L2 penalty, and say so
-        retry = fit_btyd(summary, models=list(fit.errors), penalizer=RETRY_PENALIZER)
-        for name, model in retry.models.items():
-            fit.models[name] = model
-            fit.errors[name] = f"did not converge unpenalised; fitted with penalizer_coef={RETRY_PENALIZER}"
-    out["params"] = fit.params()
-    out["errors"] = {k: v for k, v in fit.errors.items() if k not in fit.models}
-    out["notes"] = {k: v for k, v in fit.errors.items() if k in fit.models}
+    out["params"], out["errors"], out["notes"] = fit.params(), dict(fit.errors), dict(fit.notes)
     if fit.gamma_gamma is None:
         out["errors"]["gamma_gamma"] = fit.gamma_gamma_error or "did not fit"
         return out
