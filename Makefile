@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_serving.py
 	$(BIN)/python bench/cdnow.py
+	$(BIN)/python bench/value_at_risk.py
 
 # The quality suite (not part of `make test`): the product beside independent baselines on several
 # unlike data sets; writes quality-results/quality.json. QUALITY_ARGS="--quick --datasets cdnow" etc.
