@@ -117,6 +117,10 @@ class ValueConfig(_Strict):
     horizon_days: int = Field(365, gt=0, description="customer_value is the expected spend in this many days after the cutoff.")
     label_days: int = Field(90, gt=0, description=(
         "The window the value model is trained on; mapped to horizon_days by the measured spend decay."))
+    btyd_baselines: list[Literal["bg_nbd", "mbg_nbd", "pareto_nbd"]] = Field(
+        default_factory=lambda: ["bg_nbd", "mbg_nbd", "pareto_nbd"], description=(
+            "BTYD models fitted beside the value model in each training run (with Gamma-Gamma for spend). "
+            "Pareto/NBD's fit can take a minute on a few thousand buyers; leave it out where runs must be quick."))
 
     @model_validator(mode="after")
     def _label_within_horizon(self) -> ValueConfig:
@@ -387,7 +391,8 @@ class FunnelConfig(_Strict):
     def data_hash(self) -> str:
         """SHA-256 of everything that shapes feature rows and labels (not training, readiness or serving
         settings): a model scores correctly only with features built under the same hash."""
-        shape = self.model_dump(mode="json", exclude={"training", "readiness", "serving", "name"})
+        shape = self.model_dump(mode="json", exclude={"training": True, "readiness": True, "serving": True, "name": True,
+                                                      "value": {"btyd_baselines"}})
         # Not sort_keys: the order of event groups and channels is the order of their feature columns.
         return hashlib.sha256(json.dumps(shape).encode()).hexdigest()
 

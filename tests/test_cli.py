@@ -91,10 +91,11 @@ def test_demo_runs_the_main_job_end_to_end_and_train_retrains_on_its_data(tmp_pa
     table = pd.read_parquet(tmp_path / "training_set.parquet")
     assert len(table) > 1000 and table["customer_id"].nunique() > 500
     assert (tmp_path / "sim" / "truth.parquet").exists()
-    for target in ("convert", "churn"):
+    for target in ("convert", "churn", "value"):
         assert (tmp_path / "report" / f"report_{target}.html").exists()
         assert f"funnelcast-{target} version 1 -> champion" in r.stdout
     assert "oracle" in r.stdout and (tmp_path / "mlruns" / "mlflow.db").exists()
+    assert "value: spend in the 90 days after the latest test cutoff" in r.stdout and "pareto_nbd" in r.stdout
 
     # `train` on the demo's data and store: the truth beside the events is found, the new versions
     # match the champions on the same fold (same data, config and seed) and so become champions.
@@ -109,6 +110,10 @@ def test_demo_runs_the_main_job_end_to_end_and_train_retrains_on_its_data(tmp_pa
         assert entry["model_version"] == "2" and entry["alias"] == "champion"
         assert "not worse than the champion" in entry["decision"]
         assert entry["oracle_roc_auc"] is not None and entry["logistic_test_roc_auc"] is not None
+    # The value model's own champion gate: normalised Gini, compared on the same fold.
+    value = result["value"]
+    assert value["model_version"] == "2" and value["alias"] == "champion"
+    assert "not worse than the champion" in value["decision"] and "test gini" in value["decision"]
     # Comparing with the champions downloads their artifacts: without MLflow's progress bars between
     # funnelcast's own lines.
     assert "Downloading artifacts" not in r.stdout + r.stderr

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 def quick_config() -> fc.FunnelConfig:
     raw = fc.load_config().model_dump(mode="json")
     raw["training"] |= {"folds": 1, "validation_cutoffs": 1, "lightgbm": {"learning_rate": 0.15, "num_leaves": 7}}
+    raw["value"]["btyd_baselines"] = ["bg_nbd"]  # Pareto/NBD's fit takes most of a minute here
     return fc.FunnelConfig.model_validate(raw)
 
 

@@ -397,7 +397,7 @@ def btyd_comparison(events: pd.DataFrame, config: FunnelConfig, test: pd.DataFra
     if len(summary) < 2:
         out["errors"]["all"] = "fewer than two buyers before the cutoff"
         return out
-    fit = fit_btyd(summary)
+    fit = fit_btyd(summary, config.value.btyd_baselines)
     out["params"], out["errors"], out["notes"] = fit.params(), dict(fit.errors), dict(fit.notes)
     if fit.gamma_gamma is None:
         out["errors"]["gamma_gamma"] = fit.gamma_gamma_error or "did not fit"
