@@ -121,7 +121,7 @@ def funnelcast_forecasts(calibration: pd.DataFrame, customers: pd.Index, horizon
 
     raw = load_config("order-log").model_dump(mode="json")
     raw["training"]["targets"] = ["churn", "value"]
-    raw["value"] = {"horizon_days": horizon_days, "label_days": VALUE_LABEL_DAYS}
+    raw["value"] = {"horizon_days": horizon_days, "label_days": VALUE_LABEL_DAYS, "btyd_baselines": []}  # fitted below
     config = fc.FunnelConfig.model_validate(raw)
     h = config.churn.horizon_days
     with tempfile.TemporaryDirectory(prefix="funnelcast-cdnow-") as store, warnings.catch_warnings():
