@@ -99,8 +99,6 @@ class ValueModel:
     """Stage code (``-1``: pooled) -> ρ, the next label window's spend over the label window's."""
     metadata_: dict[str, Any] = field(default_factory=dict)
     target: str = VALUE.name
-    weight_: float = 1.0  # what reasons and row prediction read: the booster is the whole model
-    linear_: None = None
 
     BOOSTER_FILE = "booster.txt"
     MODEL_FILE = "model.json"
@@ -119,10 +117,6 @@ class ValueModel:
     def config_hash_(self) -> str:
         """The funnel config data hash the behaviour features were built under."""
         return self.input_.config_hash
-
-    @property
-    def uses_booster(self) -> bool:
-        return True
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The model's input matrix from a frame of features."""
