@@ -483,7 +483,7 @@ def batching_reference(ref: Reference, payloads: list[tuple[bytes, tuple]], call
         t = sc.as_of_ns(group[0][3])
         arrays = concat_arrays([sc.encoder.records(evs, cid)[0] for evs, _, cid, _ in group])
         enc = [sc.encode_customer(cust or {})[0] for _, cust, _, _ in group]
-        attrs = {tg: Attributes(np.vstack([e[tg].values for e in enc]), np.vstack([e[tg].dates for e in enc])) for tg in sc.models}
+        attrs = {tg: Attributes(np.vstack([e[tg].values for e in enc]), np.vstack([e[tg].dates for e in enc])) for tg in enc[0]}
         return sc.records(sc.score_arrays(arrays, t, attrs), ref.base.population)
 
     calls_8 = [c for _, c in payloads]
