@@ -171,7 +171,7 @@ class Scorer:
         self.value_model: ValueModel | None = value_model
         """The value target's model (None: customer_value is trailing spend)."""
         self.versions = versions
-        self.names = names or {t: f"{config.training.model_name_prefix}-{t}" for t in models}
+        self.names = names or {t: f"{config.training.model_name_prefix}-{t}" for t in checked}
         self.encoder = EventEncoder(config)
         # Models trained together share one input contract: customers are encoded once per distinct one.
         self._inputs: list[tuple[ModelInput, list[str]]] = []
