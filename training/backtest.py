@@ -73,22 +73,13 @@ class FoldResult:
     """The selected learner's model of this fold."""
 
 
-@dataclass
-class TargetBacktest:
-    """Every fold of one target's backtest, oldest first, the learner it selected and the refitted model."""
-    target: str
-    folds: list[FoldResult]
-    rows: int
-    positives: int
+class Folds:
+    """What every backtest has over its ``folds`` (oldest first, each with ``metrics`` per model) and
+    its ``plan``: the latest fold, how quality was estimated, and the mean and spread per metric.
+    Shared by :class:`TargetBacktest` and :class:`funnelcast.training.value.ValueBacktest`."""
+
+    folds: list
     plan: BacktestPlan
-    learner: str
-    selection: dict[str, float]
-    """Learner -> its mean test score over the folds (the selection metric)."""
-    selection_metric: str
-    model: TargetModel
-    """The registered model: the selected learner refitted on every labelled cutoff."""
-    refit: dict[str, Any]
-    warnings: list[str] = field(default_factory=list)
 
     @property
     def latest(self) -> FoldResult:
@@ -113,6 +104,25 @@ class TargetBacktest:
             out[name] = {**{f"{k}_mean": float(v) for k, v in frame.mean().items()},
                          **{f"{k}_std": float(v) for k, v in frame.std(ddof=0).items()}}
         return out
+
+
+@dataclass
+class TargetBacktest(Folds):
+    """Every fold of one target's backtest, oldest first, the learner it selected and the refitted model."""
+    target: str
+    folds: list[FoldResult]
+    rows: int
+    positives: int
+    plan: BacktestPlan
+    learner: str
+    selection: dict[str, float]
+    """Learner -> its mean test score over the folds (the selection metric)."""
+    selection_metric: str
+    model: TargetModel
+    """The registered model: the selected learner refitted on every labelled cutoff."""
+    refit: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
 
 
 def latest_test_rows(training_set: TrainingSet, backtest: TargetBacktest) -> pd.DataFrame:
@@ -237,24 +247,33 @@ def _one_class(fold: Fold, rows: pd.DataFrame, label: str) -> str | None:
     return None
 
 
-def _usable(plan: BacktestPlan, rows: pd.DataFrame, label: str, n_folds: int) -> BacktestPlan:
-    """``plan`` without the folds a part of which holds one class (said in a note); an in-time plan
-    when no out-of-time fold is left. Raises :class:`TrainingDataError` when not even that works."""
+def usable_plan(plan: BacktestPlan, rows: pd.DataFrame, n_folds: int, problem: Callable[[Fold], str | None],
+                needs: str, refusal: Callable[[list[str]], str]) -> BacktestPlan:
+    """``plan`` without the folds ``problem`` names a reason against (said in a note); an in-time plan
+    when no out-of-time fold is left (``needs``: what every part of a fold must hold, in words). Raises
+    :class:`TrainingDataError` with ``refusal(notes)`` when not even that works. Every target's
+    backtest plans through here (the value target's: :mod:`.value`)."""
     kept, notes = [], list(plan.notes)
     for fold in plan.folds:
-        problem = _one_class(fold, rows, label)
-        if problem is None:
+        why = problem(fold)
+        if why is None:
             kept.append(fold)
         else:
-            notes.append(f"{fold.describe()} left out: {problem}")
+            notes.append(f"{fold.describe()} left out: {why}")
     if kept:
         return BacktestPlan([dataclasses.replace(f, index=i) for i, f in enumerate(kept)], notes)
     if not plan.in_time:
-        return _usable(in_time_plan(rows["cutoff"].unique(), n_folds, "no out-of-time fold has both classes in its "
-                                    "training, validation and test rows"), rows, label, n_folds)
+        return usable_plan(in_time_plan(rows["cutoff"].unique(), n_folds, f"no out-of-time fold has {needs} in its "
+                                        "training, validation and test rows"), rows, n_folds, problem, needs, refusal)
+    raise TrainingDataError(refusal(notes[len(plan.notes):]))
+
+
+def _usable(plan: BacktestPlan, rows: pd.DataFrame, label: str, n_folds: int) -> BacktestPlan:
+    """``plan`` without the folds a part of which holds one class (:func:`usable_plan`)."""
     y = rows[label].to_numpy(dtype=int)
-    raise TrainingDataError(f"{len(y):,} labelled rows with {int(y.sum()):,} positives cannot be split into folds that "
-                            "each hold both classes: " + "; ".join(notes[len(plan.notes):]))
+    return usable_plan(plan, rows, n_folds, lambda fold: _one_class(fold, rows, label), "both classes",
+                       lambda notes: f"{len(y):,} labelled rows with {int(y.sum()):,} positives cannot be split into "
+                                     "folds that each hold both classes: " + "; ".join(notes))
 
 
 def _refit(rows: pd.DataFrame, folds: list[FoldResult], learner: str, plan: BacktestPlan, model_input, params,

@@ -333,21 +333,14 @@ LEARNERS = {"lightgbm": 1.0, "logistic": 0.0, "blend": 0.5}
 STAGE_COLUMN = "current_stage"
 
 
-@dataclass
-class TargetModel:
-    """A calibrated model for one target (LightGBM, logistic or their blend), and the input contract
-    it was fitted on."""
+class InputBooster:
+    """What every funnelcast model has over its input contract (``input_``) and LightGBM booster
+    (``booster_``, ``best_iteration_``): its columns, vocabularies, config hash, matrix and raw score.
+    Shared by :class:`TargetModel` and :class:`funnelcast.training.value.ValueModel`."""
 
-    target: str
     input_: ModelInput
     booster_: lgb.Booster
-    calibrator_: Calibrator
-    params_: dict[str, Any]
     best_iteration_: int
-    metadata_: dict[str, Any] = field(default_factory=dict)
-    linear_: LinearModel | None = None
-    weight_: float = 1.0
-    """The booster's weight in the log-odds; the logistic model has ``1 - weight_``."""
 
     @property
     def feature_names_(self) -> list[str]:
@@ -364,6 +357,31 @@ class TargetModel:
         """The funnel config data hash the behaviour features were built under."""
         return self.input_.config_hash
 
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model's input matrix from a frame of features (:meth:`ModelInput.matrix_from_frame`)."""
+        return self.input_.matrix_from_frame(frame)
+
+    def booster_raw(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """The booster's raw score at its best iteration (log-odds; for the value model, log expected spend)."""
+        return self.booster_.predict(X, raw_score=True, num_iteration=self.best_iteration_, num_threads=num_threads)
+
+
+@dataclass
+class TargetModel(InputBooster):
+    """A calibrated model for one target (LightGBM, logistic or their blend), and the input contract
+    it was fitted on."""
+
+    target: str
+    input_: ModelInput
+    booster_: lgb.Booster
+    calibrator_: Calibrator
+    params_: dict[str, Any]
+    best_iteration_: int
+    metadata_: dict[str, Any] = field(default_factory=dict)
+    linear_: LinearModel | None = None
+    weight_: float = 1.0
+    """The booster's weight in the log-odds; the logistic model has ``1 - weight_``."""
+
     @property
     def learner_(self) -> str:
         """``lightgbm``, ``logistic`` or ``blend``."""
@@ -373,14 +391,6 @@ class TargetModel:
     def uses_booster(self) -> bool:
         """Whether the booster's log-odds count (a logistic-only model skips it when scoring)."""
         return self.weight_ > 0
-
-    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """The model's input matrix from a frame of features (:meth:`ModelInput.matrix_from_frame`)."""
-        return self.input_.matrix_from_frame(frame)
-
-    def booster_raw(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
-        """The booster's log-odds at its best iteration."""
-        return self.booster_.predict(X, raw_score=True, num_iteration=self.best_iteration_, num_threads=num_threads)
 
     @property
     def uses_linear(self) -> bool:
@@ -511,6 +521,15 @@ def category_sizes(model_input: ModelInput) -> dict[int, int]:
     return {names.index(c): len(v) for c, v in model_input.categories.items()}
 
 
+TWEEDIE_POWER = 1.5
+"""The value target's Tweedie variance power: a compound Poisson-gamma, between Poisson (1) and gamma (2)."""
+OBJECTIVES: dict[str, tuple[type, dict[str, Any], str]] = {
+    "binary": (lgb.LGBMClassifier, {}, "binary_logloss"),
+    "tweedie": (lgb.LGBMRegressor, {"tweedie_variance_power": TWEEDIE_POWER}, "tweedie"),
+}
+"""Objective -> the scikit-learn estimator, its fixed parameters and its early-stopping metric."""
+
+
 def fit_booster(
     X_train: np.ndarray,
     y_train: np.ndarray,
@@ -523,10 +542,12 @@ def fit_booster(
     class_weight: str | None = None,
     early_stopping_rounds: int = 50,
     threads: int = 0,
+    objective: str = "binary",
 ) -> tuple[lgb.Booster, int, dict[str, Any]]:
     """LightGBM on a model matrix: early-stopped on ``valid`` (matrix, labels), or exactly ``rounds``
     trees without a validation set (a refit). Returns the booster, its best iteration and the
-    parameters used.
+    parameters used. ``objective``: ``binary`` (a 0/1 outcome) or ``tweedie`` (an amount: the value
+    target, variance power :data:`TWEEDIE_POWER`, the objective and power then among the parameters).
 
     ``class_weight='balanced'`` up-weights positives by the negative/positive ratio (LightGBM's
     ``scale_pos_weight``); calibration on unweighted held-out rows then restores probabilities. A
@@ -540,20 +561,19 @@ def fit_booster(
     if class_weight == "balanced":
         pos = max(y_train.sum(), 1.0)
         merged["scale_pos_weight"] = float((len(y_train) - pos) / pos)
-    clf = lgb.LGBMClassifier(
-        objective="binary", random_state=seed, deterministic=True, force_col_wise=True,
-        n_jobs=training_threads(threads), verbose=-1, **merged,
-    )
+    estimator, fixed, metric = OBJECTIVES[objective]
+    clf = estimator(objective=objective, random_state=seed, deterministic=True, force_col_wise=True,
+                    n_jobs=training_threads(threads), verbose=-1, **fixed, **merged)
     features = list(model_input.columns)
     categorical = [j for j, c in enumerate(features) if c in model_input.categories]
     fit_args: dict[str, Any] = {"feature_name": features, "categorical_feature": categorical or "auto"}
     if valid is not None:
-        fit_args |= {"eval_X": (valid[0],), "eval_y": (valid[1],), "eval_metric": "binary_logloss",
+        fit_args |= {"eval_X": (valid[0],), "eval_y": (valid[1],), "eval_metric": metric,
                      "callbacks": [lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)]}
     clf.fit(X_train, y_train, **fit_args)
     booster = clf.booster_
     best = int(clf.best_iteration_ or booster.current_iteration()) if valid is not None else booster.current_iteration()
-    return booster, best, merged
+    return booster, best, merged if objective == "binary" else {**merged, "objective": objective, **fixed}
 
 
 def fit_target_model(

@@ -457,6 +457,17 @@ figcaption { color: #555; font-size: 0.9em; }
 """
 
 
+def _write_document(title: str, parts: list[str], path: Path) -> Path:
+    """One self-contained HTML file of ``parts`` (inline CSS) at ``path``; returns the path."""
+    document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
+                "<body>" + "\n".join(parts) + "</body></html>\n")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(document, encoding="utf-8")
+    return path
+
+
 def write_report(backtest: TargetBacktest, path: Path, *, title: str, images: dict[str, Path], data_summary: dict,
                  decision: dict | None = None, transitions: dict[str, dict] | None = None) -> Path:
     """Write the self-contained HTML report of one target (inline CSS, images as data URIs) and return its path.
@@ -481,13 +492,7 @@ def write_report(backtest: TargetBacktest, path: Path, *, title: str, images: di
     parts.append(_deciles_section(backtest))
     parts.append(_images_section(images))
     parts.append(_data_section(data_summary))
-    document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
-                "<body>" + "\n".join(parts) + "</body></html>\n")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(document, encoding="utf-8")
-    return path
+    return _write_document(title, parts, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,13 +567,7 @@ def write_value_report(backtest, path: Path, *, title: str, images: dict[str, Pa
         parts.append(_btyd_section(btyd))
     parts.append(_images_section(images))
     parts.append(_data_section(data_summary))
-    document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
-                "<body>" + "\n".join(parts) + "</body></html>\n")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(document, encoding="utf-8")
-    return path
+    return _write_document(title, parts, path)
 
 
 def _stage_name(backtest, code: int) -> str:

@@ -39,7 +39,6 @@ on to spend.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,14 +48,15 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from funnelcast.features.errors import ConfigError, TrainingDataError
+from funnelcast.features.errors import ConfigError
 from funnelcast.features.funnel import FunnelConfig
 from funnelcast.features.model_input import ModelInput
 from funnelcast.features.snapshots import TrainingSet
 from funnelcast.features.targets import VALUE
+from funnelcast.training.backtest import Folds, usable_plan
 from funnelcast.training.metrics import value_metrics
-from funnelcast.training.model import DEFAULT_PARAMS, MODEL_FORMAT, STAGE_COLUMN, _plain, training_threads
-from funnelcast.training.splits import BacktestPlan, Fold, in_time_plan, plan_backtest
+from funnelcast.training.model import MODEL_FORMAT, STAGE_COLUMN, InputBooster, _plain, fit_booster
+from funnelcast.training.splits import BacktestPlan, Fold, plan_backtest
 
 SELECTED = "funnelcast"
 BASELINES = ("trailing_spend", "lifetime_rate")
@@ -65,7 +65,6 @@ CHAMPION_METRIC = "gini"
 """How a new value model is compared with the champion (higher is better)."""
 VALUE_COLUMNS = ("mae", "rmse", "total_error", "spearman", "gini", "top_10pct_share", "top_20pct_share")
 """The value metrics reports, ``--json`` and registered-version tags show."""
-TWEEDIE_POWER = 1.5
 DECAY_MIN_ROWS = 200
 """A stage gets its own spend decay with at least this many rows (and some spend); else the pooled one."""
 MAX_DECAY = 1.0
@@ -85,7 +84,7 @@ def horizon_factor(rho: np.ndarray | float, n: float) -> np.ndarray:
 
 
 @dataclass
-class ValueModel:
+class ValueModel(InputBooster):
     """Expected spend: a Tweedie LightGBM on the label window, its level, and per-stage spend decay."""
 
     input_: ModelInput
@@ -102,29 +101,6 @@ class ValueModel:
 
     BOOSTER_FILE = "booster.txt"
     MODEL_FILE = "model.json"
-
-    @property
-    def feature_names_(self) -> list[str]:
-        """The model's input columns, in matrix order."""
-        return list(self.input_.columns)
-
-    @property
-    def categories_(self) -> dict[str, list[str]]:
-        """Feature column to vocabulary, for category attributes."""
-        return self.input_.categories
-
-    @property
-    def config_hash_(self) -> str:
-        """The funnel config data hash the behaviour features were built under."""
-        return self.input_.config_hash
-
-    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """The model's input matrix from a frame of features."""
-        return self.input_.matrix_from_frame(frame)
-
-    def booster_raw(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
-        """The booster's log of expected label-window spend (before the level)."""
-        return self.booster_.predict(X, raw_score=True, num_iteration=self.best_iteration_, num_threads=num_threads)
 
     def label_spend(self, X: np.ndarray, raw: np.ndarray | None = None, num_threads: int = 0) -> np.ndarray:
         """Expected spend in the label window (``raw``: the rows' :meth:`booster_raw`, if computed)."""
@@ -175,29 +151,6 @@ class ValueModel:
                    params_=data["params"], label_days_=int(data["label_days"]), horizon_days_=int(data["horizon_days"]),
                    level_=float(data["level"]), decay_={int(k): float(v) for k, v in data["decay"].items()},
                    metadata_=data["metadata"], target=data["target"])
-
-
-def fit_regressor(X_train: np.ndarray, y_train: np.ndarray, model_input: ModelInput, params: dict[str, Any] | None = None,
-                  *, valid: tuple[np.ndarray, np.ndarray] | None = None, rounds: int | None = None, seed: int = 0,
-                  early_stopping_rounds: int = 50, threads: int = 0) -> tuple[lgb.Booster, int, dict[str, Any]]:
-    """A Tweedie LightGBM on spend: early-stopped on ``valid`` or exactly ``rounds`` trees (a refit)."""
-    if (valid is None) == (rounds is None):
-        raise ValueError("fit_regressor needs either a validation set (early stopping) or a number of rounds")
-    merged = {**DEFAULT_PARAMS, **(params or {})}
-    if rounds is not None:
-        merged["n_estimators"] = int(rounds)
-    reg = lgb.LGBMRegressor(objective="tweedie", tweedie_variance_power=TWEEDIE_POWER, random_state=seed,
-                            deterministic=True, force_col_wise=True, n_jobs=training_threads(threads), verbose=-1, **merged)
-    features = list(model_input.columns)
-    categorical = [j for j, c in enumerate(features) if c in model_input.categories]
-    fit_args: dict[str, Any] = {"feature_name": features, "categorical_feature": categorical or "auto"}
-    if valid is not None:
-        fit_args |= {"eval_X": (valid[0],), "eval_y": (valid[1],), "eval_metric": "tweedie",
-                     "callbacks": [lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)]}
-    reg.fit(X_train, y_train, **fit_args)
-    booster = reg.booster_
-    best = int(reg.best_iteration_ or booster.current_iteration()) if valid is not None else booster.current_iteration()
-    return booster, best, {**merged, "objective": "tweedie", "tweedie_variance_power": TWEEDIE_POWER}
 
 
 def _level(actual: np.ndarray, predicted: np.ndarray) -> float:
@@ -257,7 +210,7 @@ class ValueFold:
 
 
 @dataclass
-class ValueBacktest:
+class ValueBacktest(Folds):
     """The value target's folds, oldest first, and the refitted model registered."""
     target: str
     folds: list[ValueFold]
@@ -271,45 +224,18 @@ class ValueBacktest:
     selection: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def latest(self) -> ValueFold:
-        return self.folds[-1]
 
-    @property
-    def kind(self) -> str:
-        return self.plan.kind
-
-    @property
-    def notes(self) -> list[str]:
-        return list(self.plan.notes)
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        """Per model: each metric's mean and standard deviation across folds."""
-        out: dict[str, dict[str, float]] = {}
-        for name in self.latest.metrics:
-            frame = pd.DataFrame([f.metrics[name] for f in self.folds])
-            out[name] = {**{f"{k}_mean": float(v) for k, v in frame.mean().items()},
-                         **{f"{k}_std": float(v) for k, v in frame.std(ddof=0).items()}}
-        return out
+def _no_spend(fold: Fold, rows: pd.DataFrame) -> str | None:
+    """Which parts of ``fold`` have no spend (a Tweedie model cannot be fitted or judged on them), or None."""
+    empty = [name for name, part in zip(("training", "validation", "test"), fold.select(rows))
+             if len(part) == 0 or not (part[VALUE.label].to_numpy(dtype=float) > 0).any()]
+    return f"its {', '.join(empty)} rows have no spend" if empty else None
 
 
 def _usable(plan: BacktestPlan, rows: pd.DataFrame, n_folds: int) -> BacktestPlan:
-    """``plan`` without folds a part of which has no spend (said in a note); in-time when none is left."""
-    kept, notes = [], list(plan.notes)
-    for fold in plan.folds:
-        parts = fold.select(rows)
-        empty = [name for name, part in zip(("training", "validation", "test"), parts)
-                 if len(part) == 0 or not (part[VALUE.label].to_numpy(dtype=float) > 0).any()]
-        if empty:
-            notes.append(f"{fold.describe()} left out: its {', '.join(empty)} rows have no spend")
-        else:
-            kept.append(fold)
-    if kept:
-        return BacktestPlan([dataclasses.replace(f, index=i) for i, f in enumerate(kept)], notes)
-    if not plan.in_time:
-        return _usable(in_time_plan(rows["cutoff"].unique(), n_folds, "no out-of-time fold has spend in its training, "
-                                    "validation and test rows"), rows, n_folds)
-    raise TrainingDataError(f"{len(rows):,} labelled value rows cannot be split into folds that each hold some spend")
+    """``plan`` without folds a part of which has no spend (:func:`~.backtest.usable_plan`)."""
+    return usable_plan(plan, rows, n_folds, lambda fold: _no_spend(fold, rows), "spend",
+                       lambda notes: f"{len(rows):,} labelled value rows cannot be split into folds that each hold some spend")
 
 
 def run_value_backtest(training_set: TrainingSet, config: FunnelConfig, params: dict[str, Any] | None = None,
@@ -333,9 +259,9 @@ def run_value_backtest(training_set: TrainingSet, config: FunnelConfig, params: 
         train, valid, test = fold.select(rows)
         X_train, X_valid, X_test = (model_input.matrix_from_frame(f) for f in (train, valid, test))
         y_train, y_valid = (f[VALUE.label].to_numpy(dtype=float) for f in (train, valid))
-        booster, best, merged = fit_regressor(X_train, y_train, model_input, params, valid=(X_valid, y_valid),
-                                              seed=settings.seed, early_stopping_rounds=settings.early_stopping_rounds,
-                                              threads=threads)
+        booster, best, merged = fit_booster(X_train, y_train, model_input, params, valid=(X_valid, y_valid),
+                                            seed=settings.seed, early_stopping_rounds=settings.early_stopping_rounds,
+                                            threads=threads, objective="tweedie")
         model = ValueModel(input_=model_input, booster_=booster, best_iteration_=best, params_=merged,
                            label_days_=label_days, horizon_days_=horizon_days, decay_=decay)
         model.level_ = _level(y_valid, model.label_spend(X_valid))
@@ -353,8 +279,8 @@ def run_value_backtest(training_set: TrainingSet, config: FunnelConfig, params: 
         progress("value: refitting on every labelled cutoff")
     rounds = max(1, int(np.median([f.model.best_iteration_ for f in folds])))
     X = model_input.matrix_from_frame(rows)
-    booster, _, merged = fit_regressor(X, rows[VALUE.label].to_numpy(dtype=float), model_input, params, rounds=rounds,
-                                       seed=settings.seed, threads=threads)
+    booster, _, merged = fit_booster(X, rows[VALUE.label].to_numpy(dtype=float), model_input, params, rounds=rounds,
+                                     seed=settings.seed, threads=threads, objective="tweedie")
     level = 1.0  # the refit trained on the latest labelled cutoffs too: its log link matches their total
     model = ValueModel(input_=model_input, booster_=booster, best_iteration_=rounds, params_=merged,
                        label_days_=label_days, horizon_days_=horizon_days, level_=level, decay_=decay,
