@@ -9,13 +9,13 @@ score. Per customer, each model's probability of any purchase in the holdout and
 purchases (purchase days, as BTYD counts them) and spend:
 
 - ``bg_nbd``, ``mbg_nbd``, ``pareto_nbd`` (+ Gamma-Gamma for spend): :mod:`funnelcast.training.btyd`;
-- ``funnelcast``: the ``order-log`` preset's 90-day churn model (P(no order in 90 days)), trained on the
-  calibration period as a user would (``Project.train``), scored at 1997-10-01; a 39-week label needs
-  more than the 39 weeks of history, so the 90-day probability is carried to 273 days by
-  :mod:`funnelcast.training.horizons` (``P(none in H) = P(none in h)^((H/h)^κ)``), κ fitted on the
-  calibration period's own earlier cutoffs whose 150-210-day outcomes end before 1997-10-01. Every
-  customer is scored, also those the product would count as churned already (90 days without an
-  order; its churn target leaves them out): the holdout asks about them too.
+- ``funnelcast``: the ``order-log`` preset with the holdout's question as its churn definition (no
+  order in the 273 days after the cutoff: ``churn.horizon_days: 273``), trained on the calibration
+  period as a user would (``Project.train``), scored at 1997-10-01. A 273-day label needs more than the
+  39 weeks of history, so ``churn.label_days: 90``: the model learns 90 days and the product carries its
+  probability to 273 (:mod:`funnelcast.training.horizons`, ``P(none in H) = P(none in h)^((H/h)^κ)``,
+  κ fitted in training on the backtest's out-of-time rows against their longest outcome window that
+  ends before 1997-10-01). With a 273-day horizon every customer is eligible (all bought within it).
   Expected holdout spend is the preset's value target (a Tweedie LightGBM on 90-day spend carried to
   273 days by the spend decay it measured, :mod:`funnelcast.training.value`); expected purchase days
   the same target trained on the calibration orders with every amount set to 1.
@@ -109,52 +109,36 @@ def auc_diff_ci(y: np.ndarray, p: np.ndarray, p_ref: np.ndarray, n: int, seed: i
 def funnelcast_forecasts(calibration: pd.DataFrame, customers: pd.Index, horizon_days: int,
                          say=lambda msg: None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """funnelcast's P(any purchase in the holdout), expected holdout purchase days and expected holdout
-    spend per customer of ``customers`` (module docstring), and what it took (the 90-day model's estimate
-    and learner, κ and the rows it was fitted on, the value models' spend decay)."""
+    spend per customer of ``customers`` (module docstring), and what it took (the churn model's label
+    window, estimate and learner, its horizon map, the value models' spend decay)."""
     import tempfile
     import warnings
 
     import funnelcast as fc
     from funnelcast.features.funnel import load_config
     from funnelcast.features.snapshots import build_features
-    from funnelcast.training.horizons import fit_kappa, map_none_probability
 
     raw = load_config("order-log").model_dump(mode="json")
     raw["training"]["targets"] = ["churn", "value"]
+    # The holdout's question as the config's: churn = no order in the 273 days after the cutoff. 39 weeks of
+    # history label no 273-day window, so the model learns the preset's 90 days (label_days) and the
+    # product carries it to 273 (training/horizons.py).
+    raw["churn"] = {**raw["churn"], "horizon_days": horizon_days, "label_days": raw["churn"]["horizon_days"]}
     raw["value"] = {"horizon_days": horizon_days, "label_days": VALUE_LABEL_DAYS, "btyd_baselines": []}  # fitted below
     config = fc.FunnelConfig.model_validate(raw)
-    h = config.churn.horizon_days
     with tempfile.TemporaryDirectory(prefix="funnelcast-cdnow-") as store, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         project = fc.Project(config, mlflow_dir=store)
         data = project.load(calibration)
-        say(f"funnelcast: training the order-log preset's {h}-day churn model on the calibration period")
-        training_set = project.training_set(data, data_end=CALIBRATION_END)
-        result = project.train(training_set, force=True)
+        say(f"funnelcast: training the order-log preset's churn model ({config.churn.label_days}-day label window, "
+            f"{horizon_days}-day horizon) and value model on the calibration period")
+        result = project.train(data, data_end=CALIBRATION_END, force=True)
         model = result.targets["churn"].model
-        events = data.events
-
-        def p_none(cutoff: pd.Timestamp) -> pd.Series:
-            # Every customer, also those the product counts as churned already (90 days without an
-            # order): the holdout asks about them too, and recency is among the model's inputs.
-            frame = build_features(events, None, cutoff, config)
-            return pd.Series(model.predict_proba(frame), index=frame["customer_id"].to_numpy())
-
-        # κ from the calibration period alone: earlier cutoffs whose longer outcome ends before its end.
-        rows = []
-        for cutoff in sorted(training_set.frame["cutoff"].unique()):
-            longers = [d for d in (150, 180, 210) if cutoff + pd.Timedelta(days=d) <= CALIBRATION_END]
-            p = p_none(cutoff).dropna() if longers else None  # features and scores once per cutoff
-            for longer in longers:
-                end = cutoff + pd.Timedelta(days=longer)
-                bought = events.loc[(events["timestamp"] >= cutoff) & (events["timestamp"] < end), "customer_id"]
-                rows.append(pd.DataFrame({"p": p.to_numpy(), "none": (~p.index.isin(bought.unique())).astype(float),
-                                          "ratio": longer / h}))
-        kappa_rows = pd.concat(rows, ignore_index=True)
-        kappa = fit_kappa(kappa_rows["p"], kappa_rows["none"], kappa_rows["ratio"])
-        at_end = p_none(CALIBRATION_END).reindex(customers)
-        frame = build_features(events, None, CALIBRATION_END, config)
-        spend = pd.Series(result.targets["value"].model.predict(frame), index=frame["customer_id"].to_numpy())
+        frame = build_features(data.events, None, CALIBRATION_END, config)
+        ids = frame["customer_id"].to_numpy()
+        # Every customer: with a 273-day horizon no one has churned already (all bought in the last 39 weeks).
+        p_any = pd.Series(1 - model.predict_proba(frame), index=ids).reindex(customers)
+        spend = pd.Series(result.targets["value"].model.predict(frame), index=ids)
         # Expected purchase days: the same value target trained on orders of amount 1 (one event per
         # purchase day after the preset's same-day merge, as BTYD counts them).
         say("funnelcast: training the value target on order counts (every amount 1) for expected purchases")
@@ -163,16 +147,18 @@ def funnelcast_forecasts(calibration: pd.DataFrame, customers: pd.Index, horizon
         count_data = counts.load(calibration.assign(amount=1.0))
         count_model = counts.train(count_data, data_end=CALIBRATION_END, force=True).targets["value"].model
         purchases = pd.Series(count_model.predict(build_features(count_data.events, None, CALIBRATION_END, counts.config)),
-                              index=frame["customer_id"].to_numpy())
-    missing = int(at_end.isna().sum())
-    p_any = 1 - map_none_probability(at_end.fillna(at_end.mean()).to_numpy(), horizon_days / h, kappa)
+                              index=ids)
+    missing = int(p_any.isna().sum())
     backtest = result.targets["churn"].backtest
     value = result.targets["value"].backtest
-    return p_any, purchases.reindex(customers).fillna(0.0).to_numpy(), spend.reindex(customers).fillna(0.0).to_numpy(), {
-        "kappa": round(kappa, 4), "kappa_rows": int(len(kappa_rows)), "model_horizon_days": h,
-        "learner": backtest.learner, "estimate": backtest.kind, "customers_not_scored": missing,
-        "value_label_days": VALUE_LABEL_DAYS, "value_decay": {k: round(float(v), 4) for k, v in value.refit["decay"].items()},
-        "value_estimate": value.kind}
+    horizon_map = model.horizon_map_
+    return p_any.fillna(p_any.mean()).to_numpy(), purchases.reindex(customers).fillna(0.0).to_numpy(), \
+        spend.reindex(customers).fillna(0.0).to_numpy(), {
+            "kappa": round(horizon_map.kappa, 4), "kappa_rows": horizon_map.rows,
+            "model_horizon_days": horizon_map.label_days, "learner": backtest.learner, "estimate": backtest.kind,
+            "customers_not_scored": missing, "value_label_days": VALUE_LABEL_DAYS,
+            "value_decay": {k: round(float(v), 4) for k, v in value.refit["decay"].items()},
+            "value_estimate": value.kind}
 
 
 def run(bootstrap: int = 1000, seed: int = 0, say=lambda msg: None, with_funnelcast: bool = True) -> dict[str, Any]:

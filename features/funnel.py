@@ -38,21 +38,48 @@ class Stage(_Strict):
     event_types: list[Name] = Field(min_length=1)
 
 
-class ConversionConfig(_Strict):
+LABEL_DAYS_HELP = (
+    "Train on the outcome of this many days after each cutoff and carry the probability to horizon_days "
+    "(training/horizons.py): for a horizon longer than the history can label. Default: horizon_days itself.")
+
+
+class _LabelWindow:
+    """A probability target's horizon and the (possibly shorter) window its model is trained on (a mixin:
+    fields stay in each section's own order, which the data hash reads; no annotations here, or pydantic
+    would put them first)."""
+
+    @property
+    def label_window_days(self) -> int:
+        """The days after a cutoff whose outcome the model learns: ``label_days``, else ``horizon_days``."""
+        return self.horizon_days if self.label_days is None else self.label_days
+
+    def _check_label_window(self):
+        if self.label_days is not None and self.label_days > self.horizon_days:
+            raise ValueError(f"label_days ({self.label_days}) is longer than horizon_days ({self.horizon_days}): "
+                             "the model's window must fit inside the horizon it is carried to")
+        return self
+
+
+class ConversionConfig(_LabelWindow, _Strict):
     """Next-stage conversion: its horizon (days after the cutoff) and who counts as active (days before it)."""
     horizon_days: int = Field(30, gt=0, le=3650)
+    label_days: int | None = Field(None, gt=0, description=LABEL_DAYS_HELP)
     active_within_days: int = Field(
         180, gt=0, description="Customers with no qualifying event in this many days before the cutoff are lapsed."
     )
+    _label_window = model_validator(mode="after")(_LabelWindow._check_label_window)
 
 
-class ChurnConfig(_Strict):
-    """The churn definition (inactivity or an explicit churn event), its horizon in days and the stage it applies from."""
+class ChurnConfig(_LabelWindow, _Strict):
+    """The churn definition (inactivity or an explicit churn event), its horizon in days and the stage it applies from.
+    Under ``inactivity`` a customer with no qualifying event in ``horizon_days`` has churned already."""
     definition: Literal["inactivity", "explicit"] = "inactivity"
     horizon_days: int = Field(60, gt=0, le=3650)
+    label_days: int | None = Field(None, gt=0, description=LABEL_DAYS_HELP)
     applies_from_stage: Name
     qualifying_event_types: list[Name] | None = None
     churn_event_types: list[Name] = Field(default_factory=list)
+    _label_window = model_validator(mode="after")(_LabelWindow._check_label_window)
 
 
 FeatureFamily = Literal["type_recency", "rates", "decay", "gaps", "trends", "pairs", "diversity", "calendar"]
@@ -393,6 +420,9 @@ class FunnelConfig(_Strict):
         settings): a model scores correctly only with features built under the same hash."""
         shape = self.model_dump(mode="json", exclude={"training": True, "readiness": True, "serving": True, "name": True,
                                                       "value": {"btyd_baselines"}})
+        for section in ("conversion", "churn"):  # unset: the hash of configs from before the option stays
+            if shape[section]["label_days"] is None:
+                del shape[section]["label_days"]
         # Not sort_keys: the order of event groups and channels is the order of their feature columns.
         return hashlib.sha256(json.dumps(shape).encode()).hexdigest()
 

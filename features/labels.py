@@ -2,9 +2,13 @@
 
 * **next-stage conversion** — for customers at a stage that has a next one and active within
   ``conversion.active_within_days``: 1 if any event evidencing a *later* stage occurs in the window.
+  The window is ``conversion.label_window_days`` (``label_days`` when set, else the horizon).
 * **churn** — for customers at ``churn.applies_from_stage`` or later who have not churned already
   (inactivity: a qualifying event within the last horizon; explicit: no churn event yet):
   inactivity → 1 if no qualifying event occurs in the window; explicit → 1 if a churn event does.
+
+Under ``churn.label_days`` the churn window is that many days; "churned already" still means no
+qualifying event in the whole ``horizon_days``.
 
 A label whose window runs past ``data_end`` is unknown: the row is left out, never called negative.
 """
@@ -65,20 +69,23 @@ def _churn_codes(cfg) -> list[int]:
     return [cfg.event_types.index(e) for e in cfg.churn.churn_event_types]
 
 
-def conversion_outcome(a: EventArrays, t: int, spec: FeatureSpec, elig: Eligibility) -> np.ndarray:
-    """1 where an event evidencing a later stage than the customer's occurs in ``[t, t + conversion horizon)``."""
-    win = _window_mask(a, t, spec.config.conversion.horizon_days)
+def conversion_outcome(a: EventArrays, t: int, spec: FeatureSpec, elig: Eligibility, days: int | None = None
+                       ) -> np.ndarray:
+    """1 where an event evidencing a later stage than the customer's occurs in ``[t, t + days)`` (default:
+    the conversion label window)."""
+    win = _window_mask(a, t, spec.config.conversion.label_window_days if days is None else days)
     furthest = np.full(a.n_customers, -1, dtype=np.int64)
     np.maximum.at(furthest, a.customer[win], spec.type_stage[a.event_type[win]])
     return (furthest > np.nan_to_num(elig.stage, nan=spec.n_stages)).astype(np.int8)
 
 
-def churn_outcome(a: EventArrays, t: int, spec: FeatureSpec, elig: Eligibility) -> np.ndarray:  # noqa: ARG001
-    """1 where the customer churns in ``[t, t + churn horizon)``: no qualifying event (inactivity) or a
-    churn event (explicit)."""
+def churn_outcome(a: EventArrays, t: int, spec: FeatureSpec, elig: Eligibility,  # noqa: ARG001
+                  days: int | None = None) -> np.ndarray:
+    """1 where the customer churns in ``[t, t + days)`` (default: the churn label window): no qualifying
+    event (inactivity) or a churn event (explicit)."""
     cfg = spec.config
     c = a.n_customers
-    win = _window_mask(a, t, cfg.churn.horizon_days)
+    win = _window_mask(a, t, cfg.churn.label_window_days if days is None else days)
     if cfg.churn.definition == "inactivity":
         active = spec.type_activity[a.event_type] & win
         return (np.bincount(a.customer[active], minlength=c) == 0).astype(np.int8)
@@ -92,9 +99,10 @@ def spend_between(a: EventArrays, spec: FeatureSpec, start: int, days: int) -> n
     return np.bincount(a.customer[m], weights=np.where(np.isnan(amount), 0.0, amount), minlength=a.n_customers)
 
 
-def value_outcome(a: EventArrays, t: int, spec: FeatureSpec, elig: Eligibility) -> np.ndarray:  # noqa: ARG001
-    """Spend in ``[t, t + value.label_days)``: what the value model learns."""
-    return spend_between(a, spec, t, spec.config.value.label_days)
+def value_outcome(a: EventArrays, t: int, spec: FeatureSpec, elig: Eligibility,  # noqa: ARG001
+                  days: int | None = None) -> np.ndarray:
+    """Spend in ``[t, t + days)`` (default ``value.label_days``): what the value model learns."""
+    return spend_between(a, spec, t, spec.config.value.label_days if days is None else days)
 
 
 def value_later(a: EventArrays, t: int, spec: FeatureSpec) -> np.ndarray:

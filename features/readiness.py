@@ -174,7 +174,9 @@ def target_verdict(name: str, labels: pd.Series, config: FunnelConfig, history: 
     negatives = int(len(y) - positives)
     reasons = []
     if history < need_history:
-        reasons.append(f"{history:.0f} days of history, needs {need_history} (min_history_days + horizon)")
+        reasons.append(f"{history:.0f} days of history, needs {need_history} (min_history_days + the label window; "
+                       "for a horizon longer than the history can label, set conversion.label_days or "
+                       "churn.label_days: the model learns the shorter window and is carried to the horizon)")
     if len(y) < rd.min_eligible:
         reasons.append(f"{len(y):,} labelled rows, needs {rd.min_eligible:,}")
     if positives < rd.min_positives:

@@ -23,7 +23,8 @@ from funnelcast.features.events import EventArrays
 from funnelcast.features.funnel import FunnelConfig
 from funnelcast.features.labels import Eligibility, eligibility
 from funnelcast.features.model_input import ModelInput
-from funnelcast.features.targets import LATER_COLUMNS, TARGETS, compute_labels, compute_later
+from funnelcast.features.targets import (LATER_COLUMNS, PROBABILITY_TARGETS, TARGETS, compute_labels, compute_later,
+                                         longer_window_days)
 from funnelcast.features.timestamps import DAY_NS, column_ns, stated_ns
 
 
@@ -61,8 +62,10 @@ class TrainingSet:
     ``<target>_eligible`` and a ``<target>_label`` column per target (nullable Int8, Float64 for the
     amount target ``value``: <NA> where the customer is not eligible or the horizon runs past
     ``data_end``), and ``value_later``: spend in the label window after ``value_label``'s (<NA> where
-    that window runs past ``data_end``). Rows eligible for no known label
-    are left out.
+    that window runs past ``data_end``). A probability target trained on a shorter window than its
+    horizon (``label_days``) also has ``<target>_later`` (its outcome over the longest window the data
+    has labelled, up to the horizon; Int8) and ``<target>_later_days`` (that window's days; both <NA>
+    where it is no longer than the label window). Rows eligible for no known label are left out.
     """
 
     frame: pd.DataFrame
@@ -161,6 +164,16 @@ def build_training_set(
             label = pd.array(outcome[keep], dtype=TARGETS[name].label_dtype)
             label[~known[name][keep]] = pd.NA
             frame[TARGETS[name].label] = label
+        for name, target in PROBABILITY_TARGETS.items():
+            if target.mapped(config):  # the outcome over the longest labelled window: fits the horizon map
+                days = longer_window_days(target, config, t, end)
+                longer = days > target.horizon_days(config)
+                later = pd.array(target.outcome(arrays, t, spec, elig, days)[keep] if longer else
+                                 np.zeros(len(keep), dtype=np.int8), dtype="Int8")
+                later[~(known[name][keep] & longer)] = pd.NA
+                window = pd.array(np.full(len(keep), days), dtype="Int32")
+                window[pd.isna(later)] = pd.NA
+                frame[target.later], frame[target.later_days] = later, window
         for name, amount in compute_later(arrays, t, spec).items():
             target = TARGETS[name]
             later = pd.array(amount[keep], dtype="Float64")

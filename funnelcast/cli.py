@@ -328,6 +328,8 @@ def _print_training_result(result) -> None:
             f"{b['roc_auc_std']:.3f}, ECE {b['ece_mean']:.3f} ± {b['ece_std']:.3f}; report -> {tr.report}",
             highlight=False,
         )
+        if tr.backtest.model.horizon_map_ is not None:
+            out.print(tr.backtest.model.horizon_map_.describe(target), highlight=False)
     for w in result.warnings:
         out.print(f"[yellow]warning:[/] {w}", highlight=False)
     out.print(f"MLflow: {result.tracking_uri} (run {result.parent_run_id})", highlight=False)

@@ -441,3 +441,18 @@ def test_the_data_hash_sees_the_order_of_event_groups_and_channels(config: Funne
     channels = dict(raw, channels=dict(reversed(list(raw["channels"].items()))))
     assert FunnelConfig.model_validate(channels).data_hash() != config.data_hash()
     assert FunnelConfig.model_validate(raw).data_hash() == config.data_hash()
+
+
+@pytest.mark.parametrize("section", ["conversion", "churn"])
+def test_label_days_is_a_window_inside_the_horizon_and_part_of_the_data_hash(raw: dict, config: FunnelConfig,
+                                                                              section: str) -> None:
+    horizon = raw[section]["horizon_days"]
+    raw[section]["label_days"] = horizon + 1
+    assert f"label_days ({horizon + 1}) is longer than horizon_days ({horizon})" in _error(raw)
+    raw[section]["label_days"] = horizon // 2
+    shorter = config_from_dict(raw)
+    assert getattr(shorter, section).label_window_days == horizon // 2 and getattr(config, section).label_window_days == horizon
+    assert shorter.data_hash() != config.data_hash()  # other labels: a model of one is refused for the other
+    raw[section]["label_days"] = None
+    # Unset, the option is out of the hash: models trained before it existed still match their config.
+    assert config_from_dict(raw).data_hash() == config.data_hash()

@@ -18,6 +18,7 @@ from funnelcast.features.behaviour import feature_spec
 from funnelcast.features.events import validate_events
 from funnelcast.features.funnel import FunnelConfig, load_config
 from funnelcast.features.snapshots import build_training_set, snapshot_cutoffs
+from funnelcast.features.targets import TARGETS
 
 try:  # tests/ is on sys.path under pytest's default import mode
     from reference import _missing, customer_features, events_by_customer, to_utc
@@ -288,17 +289,22 @@ def test_several_cutoffs_each_with_its_own_horizon():
 # ---- a reference for labels, and properties ----------------------------------------------------
 
 def reference_rows(events: pd.DataFrame, cutoffs, config: FunnelConfig, data_end) -> dict[tuple[str, pd.Timestamp], tuple]:
-    """(customer, cutoff) -> (convert, churn, value, value_later), None for unknown; rows with no known label
-    left out. value: spend of purchase events in [t, t + label_days) for buyers (churn stage or later,
-    churned or not); value_later: the next label_days, known only when that window closes too."""
+    """(customer, cutoff) -> (convert, churn, value, value_later, convert_later, convert_later_days,
+    churn_later, churn_later_days), None for unknown; rows with no known label left out. value: spend of
+    purchase events in [t, t + label_days) for buyers (churn stage or later, churned or not);
+    value_later: the next label_days, known only when that window closes too. Under label_days
+    (convert/churn learn a shorter window than their horizon): <target>_later is the outcome over the
+    longest window up to the horizon that closes by data_end, known where the label is and that window
+    is longer than the label's; <target>_later_days its days."""
     end = to_utc(data_end)
     stage_of = {et: i for i, s in enumerate(config.stages) for et in s.event_types}
     last_stage = len(config.stages) - 1
     churn_from = [s.name for s in config.stages].index(config.churn.applies_from_stage)
     qualifying = set(config.qualifying_event_types)
     churn_types = set(config.churn.churn_event_types)
-    h_conv = config.conversion.horizon_days * D
-    h_churn = config.churn.horizon_days * D
+    h_conv = (config.conversion.label_days or config.conversion.horizon_days) * D
+    h_churn = (config.churn.label_days or config.churn.horizon_days) * D
+    full_churn = config.churn.horizon_days * D  # "churned already": inactive for the whole horizon
     h_value = config.value.label_days * D
     purchases = set(config.purchase_event_types)
 
@@ -315,23 +321,37 @@ def reference_rows(events: pd.DataFrame, cutoffs, config: FunnelConfig, data_end
                 continue
             past = [e for e in evs if e.ts < t]
             conv = churn = None
+            longest = {name: min(getattr(config, name).horizon_days, (end - t) // D) for name in ("conversion", "churn")}
+
+            def converts(days):
+                return int(any(t <= e.ts < t + days * D and stage_of.get(e.event_type, -1) > stage for e in evs))
+
+            def churns(days):
+                window = [e for e in evs if t <= e.ts < t + days * D]
+                if config.churn.definition == "inactivity":
+                    return int(not any(e.event_type in qualifying for e in window))
+                return int(any(e.event_type in churn_types for e in window))
+
             active_conv = any(e.event_type in qualifying and e.ts >= t - config.conversion.active_within_days * D for e in past)
             if stage < last_stage and active_conv and t + h_conv <= end:
-                conv = int(any(t <= e.ts < t + h_conv and stage_of.get(e.event_type, -1) > stage for e in evs))
-            window = [e for e in evs if t <= e.ts < t + h_churn]
+                conv = converts(h_conv // D)
             if stage >= churn_from and t + h_churn <= end:
                 if config.churn.definition == "inactivity":
-                    if any(e.event_type in qualifying and e.ts >= t - h_churn for e in past):
-                        churn = int(not any(e.event_type in qualifying for e in window))
+                    if any(e.event_type in qualifying and e.ts >= t - full_churn for e in past):
+                        churn = churns(h_churn // D)
                 elif not any(e.event_type in churn_types for e in past):
-                    churn = int(any(e.event_type in churn_types for e in window))
+                    churn = churns(h_churn // D)
+            mapped = []
+            for label, section, h, outcome in ((conv, "conversion", h_conv, converts), (churn, "churn", h_churn, churns)):
+                longer = label is not None and longest[section] * D > h
+                mapped += [outcome(longest[section]) if longer else None, longest[section] if longer else None]
             value = later = None
             if stage >= churn_from and t + h_value <= end:
                 value = spend(evs, t, t + h_value)
                 if t + 2 * h_value <= end:
                     later = spend(evs, t + h_value, t + 2 * h_value)
             if conv is not None or churn is not None or value is not None:
-                out[(cid, t)] = (conv, churn, value, later)
+                out[(cid, t)] = (conv, churn, value, later, *mapped)
     return out
 
 
@@ -384,9 +404,14 @@ def label_logs(draw):
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@pytest.mark.parametrize("config", [CONFIG, EXPLICIT], ids=["inactivity", "explicit"])
+MAPPED = _with(conversion__horizon_days=60, conversion__label_days=30, churn__horizon_days=90, churn__label_days=45)
+MAPPED_EXPLICIT = _with(churn__definition="explicit", churn__horizon_days=90, churn__label_days=45)
+
+
+@pytest.mark.parametrize("config", [CONFIG, EXPLICIT, MAPPED, MAPPED_EXPLICIT],
+                         ids=["inactivity", "explicit", "label_days", "label_days-explicit"])
 @settings(SLOW, max_examples=100)
-@given(rows=label_logs(), end_days=st.sampled_from([29, 30, 45, 60, 61, 120]))
+@given(rows=label_logs(), end_days=st.sampled_from([29, 30, 45, 60, 61, 75, 120]))
 def test_labels_equal_reference_on_random_logs(config, rows, end_days):
     events = canonical(rows, config)
     cutoffs = [T - 30 * D, T]
@@ -400,15 +425,22 @@ def test_labels_equal_reference_on_random_logs(config, rows, end_days):
     def known(v, kind):
         return None if pd.isna(v) else kind(v)
 
+    mapped = ("convert_later", "convert_later_days", "churn_later", "churn_later_days")
+    for target in ("convert", "churn"):  # a target's later columns exist exactly under its label_days
+        assert (f"{target}_later" in table) == TARGETS[target].mapped(config)
+    for column in mapped:
+        if column not in table:
+            table[column] = pd.array([pd.NA] * len(table), dtype="Int8")
     got = {
-        (r.customer_id, r.cutoff): (known(r.convert_label, int), known(r.churn_label, int), known(r.value_label, float),
-                                    known(r.value_later, float))
-        for r in table[["customer_id", "cutoff", "convert_label", "churn_label", "value_label", "value_later"]].itertuples(index=False)
+        (r[0], r[1]): (known(r[2], int), known(r[3], int), known(r[4], float), known(r[5], float),
+                       *(known(v, int) for v in r[6:]))
+        for r in table[["customer_id", "cutoff", "convert_label", "churn_label", "value_label", "value_later", *mapped]
+                       ].itertuples(index=False)
     }
     assert got.keys() == expected.keys()
     for key, want in expected.items():
-        assert got[key][:2] == want[:2], key
-        for g, w in zip(got[key][2:], want[2:], strict=True):  # spend: sums of floats
+        assert got[key][:2] == want[:2] and got[key][4:] == want[4:], key
+        for g, w in zip(got[key][2:4], want[2:4], strict=True):  # spend: sums of floats
             assert (g is None) == (w is None) and (w is None or g == pytest.approx(w)), key
 
 

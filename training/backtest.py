@@ -32,6 +32,7 @@ from funnelcast.features.readiness import target_verdict
 from funnelcast.features.snapshots import TrainingSet
 from funnelcast.features.targets import TARGETS
 from funnelcast.training.baselines import RecencyFrequency
+from funnelcast.training.horizons import HorizonMap, fit_horizon_map
 from funnelcast.training.linear import LinearModel
 from funnelcast.training.metrics import LOWER_IS_BETTER, binary_metrics
 from funnelcast.training.model import (LEARNERS, Calibrator, SeasonalShift, TargetModel, category_sizes, cutoff_ns,
@@ -164,7 +165,9 @@ def run_backtest(
     label = spec.label
     plan = _usable(plan_backtest(rows["cutoff"].unique(), spec.horizon_days(config), settings.folds,
                                  settings.validation_cutoffs), rows, label, settings.folds)
-    oracle, hidden = _oracle_columns(rows, truth, target)
+    mapped = spec.mapped(config)
+    # The simulator's truth answers the horizon; a mapped target's labels are the shorter window.
+    oracle, hidden = _oracle_columns(rows, None if mapped else truth, target)
     transitions = spec.transitions(config)
     params = params or settings.lightgbm
     sizes = category_sizes(model_input)
@@ -205,6 +208,9 @@ def run_backtest(
             **{f"p_{learner}": p for learner, p in p_test.items()},
             "p_recency_frequency": heuristic.predict_proba(test),
         })
+        if mapped:  # what the horizon map is fitted on
+            scores["later"] = test[spec.later].to_numpy(dtype=float, na_value=np.nan)
+            scores["later_days"] = test[spec.later_days].to_numpy(dtype=float, na_value=np.nan)
         if oracle is not None:
             scores["p_oracle"] = oracle.loc[test.index].to_numpy()
         if hidden is not None:
@@ -230,12 +236,30 @@ def run_backtest(
                  "refitting it on every labelled cutoff")
     model, refit = _refit(rows, results, learner, plan, model_input, params, config, target, threads)
     warnings = [f"{target}: {note}" for note in plan.notes]
+    if mapped:
+        model.horizon_map_ = _fit_horizon_map(results, config, spec)
+        refit["horizon_map"] = model.horizon_map_.to_dict()
+        model.metadata_["refit"] = refit
+        if not model.horizon_map_.rows:
+            warnings.append(model.horizon_map_.describe(target))
+        if truth is not None:
+            warnings.append(f"{target}: no oracle metrics: the simulator's truth answers {spec.answer_days(config)} "
+                            f"days, the labels {spec.horizon_days(config)} (label_days)")
     if oracle is not None and oracle.isna().any():
         warnings.append(f"{target}: {int(oracle.isna().sum()):,} labelled rows have no truth row; oracle metrics use the rest")
     y = rows[label].to_numpy(dtype=int)
     return TargetBacktest(target=target, folds=results, rows=len(rows), positives=int(y.sum()), plan=plan,
                           learner=learner, selection=selection, selection_metric=metric, model=model, refit=refit,
                           warnings=warnings)
+
+
+def _fit_horizon_map(folds: list[FoldResult], config: FunnelConfig, spec) -> HorizonMap:
+    """The map from the label window to the horizon, fitted on every fold's out-of-time test rows: the
+    selected learner's calibrated label-window probability against the outcome over each row's longest
+    labelled window (training/horizons.py)."""
+    scores = pd.concat([f.scores for f in folds], ignore_index=True)
+    return fit_horizon_map(scores[f"p_{SELECTED}"].to_numpy(), scores["later"].to_numpy(), scores["later_days"].to_numpy(),
+                           spec.horizon_days(config), spec.answer_days(config), spec.positive_is_silence(config))
 
 
 def _one_class(fold: Fold, rows: pd.DataFrame, label: str) -> str | None:

@@ -61,6 +61,7 @@ from sklearn.linear_model import LogisticRegression
 from funnelcast.features.model_input import ModelInput
 from funnelcast.features.targets import TARGETS
 from funnelcast.features.timestamps import column_ns
+from funnelcast.training.horizons import HorizonMap
 from funnelcast.training.linear import LinearModel
 
 MODEL_FORMAT = 2
@@ -381,6 +382,9 @@ class TargetModel(InputBooster):
     linear_: LinearModel | None = None
     weight_: float = 1.0
     """The booster's weight in the log-odds; the logistic model has ``1 - weight_``."""
+    horizon_map_: HorizonMap | None = None
+    """Carries the calibrated label-window probability to the horizon the target answers (a target
+    trained under ``label_days``; :mod:`.horizons`); None: the label window is the horizon."""
 
     @property
     def learner_(self) -> str:
@@ -420,19 +424,24 @@ class TargetModel(InputBooster):
         return X[:, names.index(STAGE_COLUMN)] if STAGE_COLUMN in names else None
 
     def predict_proba(self, frame: pd.DataFrame | np.ndarray, num_threads: int = 0,
-                      at: np.ndarray | int | None = None) -> np.ndarray:
-        """Calibrated probability of the target for each row (of a feature frame or the model's matrix).
-        The scoring time for the seasonal shift is ``at`` (int ns), else a frame's ``cutoff`` column."""
+                      at: np.ndarray | int | None = None, label_window: bool = False) -> np.ndarray:
+        """Calibrated probability of the target for each row (of a feature frame or the model's matrix),
+        over the horizon the target answers (``label_window``: over the window the model was trained
+        on, what its labels say). The scoring time for the seasonal shift is ``at`` (int ns), else a
+        frame's ``cutoff`` column."""
         X = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
         if at is None and isinstance(frame, pd.DataFrame) and "cutoff" in frame.columns:
             at = cutoff_ns(frame["cutoff"])
-        return self.probability(self.raw_score(X, num_threads=num_threads), X, at=at)
+        return self.probability(self.raw_score(X, num_threads=num_threads), X, at=at, label_window=label_window)
 
-    def probability(self, raw: np.ndarray, X: np.ndarray | None = None, at: np.ndarray | int | None = None) -> np.ndarray:
-        """Calibrated probability of log-odds from :meth:`raw_score`; ``X`` (the same rows' matrix)
-        gives each row's stage for the per-stage corrections, ``at`` (int ns: the cutoff, scalar or per
-        row) the season for the :class:`SeasonalShift`."""
-        return self.calibrator_.predict(raw, None if X is None else self.segment(X), at=at)
+    def probability(self, raw: np.ndarray, X: np.ndarray | None = None, at: np.ndarray | int | None = None,
+                    label_window: bool = False) -> np.ndarray:
+        """Calibrated probability of log-odds from :meth:`raw_score`, carried to the target's horizon by
+        :attr:`horizon_map_` unless ``label_window``; ``X`` (the same rows' matrix) gives each row's
+        stage for the per-stage corrections, ``at`` (int ns: the cutoff, scalar or per row) the season
+        for the :class:`SeasonalShift`."""
+        p = self.calibrator_.predict(raw, None if X is None else self.segment(X), at=at)
+        return p if label_window or self.horizon_map_ is None else self.horizon_map_.apply(p)
 
     def credits(self, booster_credit: np.ndarray | None, X: np.ndarray, linear: np.ndarray | None = None) -> np.ndarray:
         """Per row and input column, its push on the log-odds: the booster's (from
@@ -458,7 +467,7 @@ class TargetModel(InputBooster):
             "format": MODEL_FORMAT, "target": self.target, "input": self.input_.to_dict(),
             "calibrator": self.calibrator_.to_dict(), "params": self.params_, "best_iteration": self.best_iteration_,
             "linear": None if self.linear_ is None else self.linear_.to_dict(), "weight": self.weight_,
-            "metadata": self.metadata_,
+            "horizon_map": None if self.horizon_map_ is None else self.horizon_map_.to_dict(), "metadata": self.metadata_,
         }, default=_plain))  # key order kept: the funnel config's dict order is its feature columns' order
         return paths
 
@@ -478,11 +487,12 @@ class TargetModel(InputBooster):
             from funnelcast.training.value import ValueModel
 
             return ValueModel.from_files(booster_, data)
-        linear = data.get("linear")
+        linear, horizon_map = data.get("linear"), data.get("horizon_map")
         return cls(target=data["target"], input_=ModelInput.from_dict(data["input"]), booster_=booster_,
                    calibrator_=Calibrator.from_dict(data["calibrator"]), params_=data["params"],
                    best_iteration_=int(data["best_iteration"]), metadata_=data["metadata"],
-                   linear_=None if linear is None else LinearModel.from_dict(linear), weight_=float(data.get("weight", 1.0)))
+                   linear_=None if linear is None else LinearModel.from_dict(linear), weight_=float(data.get("weight", 1.0)),
+                   horizon_map_=None if horizon_map is None else HorizonMap.from_dict(horizon_map))
 
 
 DEFAULT_PARAMS: dict[str, Any] = {

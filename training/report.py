@@ -334,7 +334,20 @@ def _model_section(backtest: TargetBacktest) -> str:
               f"{refit['rounds']} boosting rounds (the folds' median), calibrated on {refit['calibration_rows']:,} "
               f"out-of-fold scores at {len(refit['calibration_cutoffs'])} recent cutoffs, with its own correction for "
               f"{len(refit['calibration_segments'])} stage(s).</p>"
-            + f"<p>{html.escape(_seasonal_text(refit))}</p>")
+            + f"<p>{html.escape(_seasonal_text(refit))}</p>"
+            + (f"<p>{html.escape(_horizon_text(backtest))}</p>" if backtest.model.horizon_map_ is not None else ""))
+
+
+def _horizon_text(backtest) -> str:
+    """How a target trained under ``label_days`` answers its horizon, and how well the map fitted."""
+    horizon_map = backtest.model.horizon_map_
+    text = (horizon_map.describe(backtest.target) + ". The metrics above are for the first "
+            f"{horizon_map.label_days} days (what the labels say).")
+    fit = horizon_map.fit
+    if fit:
+        text += (f" On those rows the map's mean probability is {fit['p_mean']:.3f} against a realised rate of "
+                 f"{fit['rate']:.3f}; log loss {fit['log_loss']:.4f} (κ = 1: {fit['log_loss_kappa_1']:.4f}).")
+    return text
 
 
 def _seasonal_text(refit: dict) -> str:

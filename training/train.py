@@ -335,7 +335,7 @@ def _compare_with_champion(training_set, target, backtest, name, config, force) 
         rows = training_set.rows(target)
         test = rows[rows["cutoff"].isin([f.fold.test for f in unseen])]
         try:
-            p = champion.predict_label(test) if value else champion.predict_proba(test)
+            p = champion.predict_label(test) if value else champion.predict_proba(test, label_window=True)
         except SchemaError as exc:
             return decide(new_score, None, metric, settings.champion_tolerance, False, champion_version, problem=str(exc))
         scores = pd.concat([f.scores for f in unseen], ignore_index=True)
@@ -361,7 +361,8 @@ def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, p
 
     model = backtest.model
     tracking.log_params({
-        "target": target, "horizon_days": TARGETS[target].horizon_days(config), "calibration": config.training.calibration,
+        "target": target, "horizon_days": TARGETS[target].answer_days(config),
+        "label_days": TARGETS[target].horizon_days(config), "calibration": config.training.calibration,
         "class_weight": config.training.class_weight or "none", "seed": config.training.seed,
         "folds": len(backtest.folds), "validation_cutoffs": config.training.validation_cutoffs,
         "features": len(model.feature_names_), "learner": backtest.learner, "estimate": backtest.kind,
@@ -397,6 +398,11 @@ def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, p
             metrics[tracking.metric_key("backtest", name, m)] = v
     for learner, value in backtest.selection.items():
         metrics[tracking.metric_key("selection", learner, backtest.selection_metric)] = value
+    if model.horizon_map_ is not None:
+        horizon_map = model.horizon_map_
+        metrics["horizon_map/kappa"] = horizon_map.kappa
+        metrics["horizon_map/rows"] = horizon_map.rows
+        metrics.update({tracking.metric_key("horizon_map", k): v for k, v in horizon_map.fit.items()})
     tracking.log_metrics(metrics)
     tracking.log_dict({"estimate": backtest.kind, "notes": backtest.notes, "learner": backtest.learner,
                        "selection": backtest.selection, "refit": backtest.refit,
