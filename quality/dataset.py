@@ -29,5 +29,5 @@ class QualityDataset:
     data_end: pd.Timestamp
     customers: pd.DataFrame | None = None
     truth: pd.DataFrame | None = None
-    targets: tuple[str, ...] = ("convert", "churn")
+    targets: tuple[str, ...] = ("convert", "churn", "value")
     notes: list[str] = field(default_factory=list)

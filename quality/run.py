@@ -216,6 +216,8 @@ def evaluate_dataset(ds, *, sets: dict[str, Any], threads: int, out: Path, test_
     from funnelcast.features.errors import FunnelcastError
     from funnelcast.features.targets import TARGETS
 
+    from quality.value import combine_value_cutoffs, score_value_cutoff
+
     config = apply_sets(ds.config, sets)
     record: dict[str, Any] = {
         "description": ds.description, "notes": list(ds.notes), "data_end": _cutoff_text(ds.data_end),
@@ -248,13 +250,16 @@ def evaluate_dataset(ds, *, sets: dict[str, Any], threads: int, out: Path, test_
             rows = full.rows(target)
             if len(rows) == 0:
                 record["targets"][target] = {"error": "no labelled rows for this target"}
+            elif target == "value" and not (rows[TARGETS[target].label].astype(float) > 0).any():
+                record["targets"][target] = {"kind": "value", "error": "no purchase amounts: nothing to predict"}
             else:
                 plan[target] = test_cutoffs_of(rows["cutoff"], test_cutoffs)
         scored: dict[str, list[dict[str, Any]]] = {t: [] for t in plan}
         for cutoff in sorted({c for cs in plan.values() for c in cs}, reverse=True):
             group = [t for t in TARGETS if cutoff in plan.get(t, [])]
             say(f"{', '.join(group)}: training rows before {cutoff:%Y-%m-%d}")
-            group_config = apply_sets(config, {"training.targets": group})
+            # The suite fits its own BG/NBD baseline (quality/value.py); the product's in-run BTYD is not scored.
+            group_config = apply_sets(config, {"training.targets": group, "value.btyd_baselines": []})
             group_project = fc.Project(group_config, mlflow_dir=store, threads=threads)
             try:
                 train_set = group_project.training_set(data, data_end=cutoff)
@@ -275,11 +280,17 @@ def evaluate_dataset(ds, *, sets: dict[str, Any], threads: int, out: Path, test_
             train_seconds = time.perf_counter() - started
             for target in group:
                 say(f"{target}: scoring the test cutoff {cutoff:%Y-%m-%d}")
+                if target == "value":
+                    scored[target].append(score_value_cutoff(
+                        data.events, config, full, train_set, cutoff, result, product_error, train_seconds,
+                        base_threads, say))
+                    continue
                 scored[target].append(_score_cutoff(
                     ds, data, config, full, train_set, target, cutoff, result, product_error, caught, train_seconds,
                     base_threads, say))
         for target, entries in scored.items():
-            record["targets"][target] = combine_cutoffs(entries, by_transition=TARGETS[target].by_transition)
+            record["targets"][target] = (combine_value_cutoffs(entries) if target == "value" else
+                                         combine_cutoffs(entries, by_transition=TARGETS[target].by_transition))
     record["targets"] = {t: record["targets"][t] for t in ds.targets if t in record["targets"]}
     return record
 
@@ -514,6 +525,8 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"dataset": name, "target": "–", "error": record["error"]})
             continue
         for target, e in record["targets"].items():
+            if e.get("kind") == "value":  # its own table (quality/value.py)
+                continue
             product = e.get("product", {})
             rows.append({
                 "dataset": name, "target": target, "error": e.get("error") or product.get("error"),
@@ -591,6 +604,34 @@ def render(results: dict[str, Any], console) -> None:
     mean = aims["mean_margin_over_best_baseline"]
     console.print(f"  average margin over the better baseline: {_fmt(mean, signed=True)} "
                   f"(aim ≥ {MARGIN_AIM:+.2f}): {_mark(aims['mean_margin_met'])}")
+    _render_value(results, console)
+
+
+def _render_value(results: dict[str, Any], console) -> None:
+    """The value target's table (quality/value.py): Gini and signed total error of every model."""
+    from rich.table import Table
+
+    from quality.value import TOTAL_AIM, VALUE_MODELS, value_table_rows
+
+    rows = value_table_rows(results)
+    if not rows:
+        return
+    table = Table(title="value: expected spend in the label window, mean over held-out later cutoffs "
+                        "(normalised Gini / signed error of the total)")
+    for col in ("data set", "cutoffs", "rows", *VALUE_MODELS, "Gini margin", f"total within ±{TOTAL_AIM:.0%}"):
+        table.add_column(col, justify="left" if col == "data set" else "right")
+    for r in rows:
+        if r.get("error"):
+            table.add_row(r["dataset"], r["cutoffs"], "–", f"[yellow]{r['error'][:60]}[/yellow]", *["–"] * (len(VALUE_MODELS) + 1))
+            continue
+        cells = [f"{_fmt(r[f'{m}_gini'])} / {_fmt(r[f'{m}_total_error'], 2, signed=True)}" for m in VALUE_MODELS]
+        margin = r.get("margin")
+        margin_text = _fmt(margin, signed=True)
+        if margin is not None:
+            margin_text = f"[{'green' if margin >= 0 else 'red'}]{margin_text}[/]"
+        table.add_row(r["dataset"], r["cutoffs"], f"{r['rows']:,}", *cells, margin_text,
+                      _mark(r["aims"].get("total_within_aim")))
+    console.print(table)
 
 
 def _mark(ok: bool | None) -> str:

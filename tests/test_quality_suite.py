@@ -266,3 +266,58 @@ def test_a_cutoff_the_product_cannot_train_fails_the_auc_aim():
     nothing = combine_cutoffs([_cutoff_entry("c1", None, 0.8, 0.7, None)])
     assert nothing["error"].startswith("cannot train") and nothing["margin_over_best_baseline"] is None
     assert nothing["logistic"]["roc_auc"] == 0.8
+
+
+# ---- the value target (quality/value.py) ----------------------------------------------------------------
+
+VALUE_EVENTS = [
+    ("a", "2024-01-10", "order", 10.0),
+    ("a", "2024-01-10 18:00", "order", 5.0),  # the same purchase day: one purchase day of 15
+    ("a", "2024-02-10", "order", 30.0),
+    ("a", "2024-03-20", "order", 60.0),
+    ("a", "2024-04-01", "order", 999.0),  # at the cutoff: invisible
+    ("b", "2024-03-31 23:00", "order", 7.0),
+    ("b", "2024-03-30", "visit", np.nan),
+    ("c", "2024-01-05", "visit", np.nan),  # never bought
+]
+
+
+def test_value_baselines_see_only_purchases_before_the_cutoff():
+    from quality.value import last_window, rfm
+
+    events = _events(VALUE_EVENTS)
+    ids = pd.Series(["a", "b", "c", "stranger"])
+    np.testing.assert_allclose(last_window(events, ids, CONFIG, CUTOFF, 30), [60.0, 7.0, 0.0, 0.0])
+    np.testing.assert_allclose(last_window(events, ids, CONFIG, CUTOFF, 90), [105.0, 7.0, 0.0, 0.0])
+    summary = rfm(events, CONFIG, CUTOFF)
+    assert sorted(summary.index) == ["a", "b"]
+    a, b = summary.loc["a"], summary.loc["b"]
+    assert (a["frequency"], a["recency"], a["T"]) == (2.0, 70.0, 82.0)  # days 01-10, 02-10, 03-20; cutoff 04-01
+    assert a["monetary_value"] == pytest.approx(45.0)  # repeat days only: (30 + 60) / 2
+    assert (b["frequency"], b["recency"], b["T"], b["monetary_value"]) == (0.0, 0.0, 1.0, 0.0)
+
+
+def test_value_cutoffs_combine_into_gini_margins_and_aims():
+    from quality.run import table_rows
+    from quality.value import combine_value_cutoffs, value_table_rows
+
+    def entry(cutoff, product, last, lgbm, bg, total):
+        m = lambda g, t=0.0: {"gini": g, "total_error": t, "mae": 1.0, "rows": 100, "spenders": 40}  # noqa: E731
+        e = {"test_cutoff": cutoff, "test_rows": 100, "product": m(product, total), "last_window": m(last),
+             "lightgbm": m(lgbm), "bg_nbd": m(bg)}
+        from quality.value import _value_comparisons
+        _value_comparisons(e)
+        return e
+
+    entries = [entry("c2", 0.60, 0.50, 0.58, 0.55, 0.05), entry("c1", 0.50, 0.40, 0.56, 0.45, -0.35)]
+    assert entries[0]["gini_margin_over_best_baseline"] == pytest.approx(0.02)
+    assert entries[1]["aims"] == {"gini_at_least_best_baseline": False, "total_within": 0.10, "total_within_aim": False}
+    out = combine_value_cutoffs(entries)
+    assert out["product"]["gini"] == pytest.approx(0.55) and out["product"]["rows"] == 200
+    assert out["gini_margin_over_best_baseline"] == pytest.approx(-0.02)  # mean of +0.02 and -0.06
+    assert out["aims"]["gini_at_least_best_baseline"] is False
+    assert out["product"]["total_error"] == pytest.approx(-0.15) and out["aims"]["total_within_aim"] is False
+    results = {"d": {"targets": {"value": out}}}
+    assert table_rows(results) == []  # the binary table leaves the value record to its own
+    row = value_table_rows(results)[0]
+    assert row["cutoffs"] == "2/2" and row["product_gini"] == pytest.approx(0.55) and row["bg_nbd_gini"] == pytest.approx(0.50)
