@@ -194,6 +194,20 @@ class Scorer:
         value_days = value_model.horizon_days_ if value_model is not None else settings.value_window_days
         self.value_bases = np.array([f"spent_last_{settings.value_window_days}d", f"expected_next_{value_days}d"], dtype=object)
 
+    def horizons(self) -> dict[str, dict[str, Any]]:
+        """Per served target, the days its prediction answers (``horizon_days``) and the days its model
+        learnt (``label_days``); a probability target carried from a shorter window adds its map's κ."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, model in self.models.items():
+            horizon_map = model.horizon_map_
+            days = TARGETS[name].horizon_days(self.config)
+            out[name] = ({"horizon_days": days, "label_days": days} if horizon_map is None else
+                         {"horizon_days": horizon_map.horizon_days, "label_days": horizon_map.label_days,
+                          "kappa": horizon_map.kappa})
+        if self.value_model is not None:
+            out[VALUE.name] = {"horizon_days": self.value_model.horizon_days_, "label_days": self.value_model.label_days_}
+        return out
+
     @classmethod
     def from_registry(cls, config: FunnelConfig | None = None, *, tracking_uri: str | None = None,
                       home: Any = None, alias: str = "champion") -> Scorer:

@@ -311,7 +311,8 @@ class Funnelcast:
             info = tracking.version_info(self.scorer.names[target], version)
             models[target] = {k: v for k, v in info.items() if k != "input_hash"}
         return {"models": models, "tracking_uri": redact_url(tracking.tracking_uri()), "funnel": self.scorer.config.name,
-                "config_data_hash": self.scorer.config.data_hash(), "population_as_of": iso_utc(self.as_of),
+                "config_data_hash": self.scorer.config.data_hash(), "horizons": self.scorer.horizons(),
+                "population_as_of": iso_utc(self.as_of),
                 "population": {"customers": self.source["customers"], "scored_for_churn": len(self.base.population.sorted_risk)},
                 "event_source": self.source["events"]}
 

@@ -151,6 +151,8 @@ def test_every_scoring_path_answers_the_horizon(mapped, small_sim, tmp_path):
         loaded[name] = TargetModel.load(paths["booster"], paths["model"])
         assert loaded[name].horizon_map_ == model.horizon_map_
     scorer = Scorer(loaded, {name: "1" for name in loaded}, config)
+    assert scorer.horizons()["churn"] == {"horizon_days": 180, "label_days": 60, "kappa": models["churn"].horizon_map_.kappa}
+    assert scorer.horizons()["convert"]["horizon_days"] == 90 and "value" not in scorer.horizons()
     scored = scorer.frame(score_population(scorer, arrays, small_sim.customers, CUT.value, reasons=False))
     for name, target in (("churn", CHURN), ("convert", CONVERT)):
         expected = pd.Series(models[name].predict_proba(frame), index=frame["customer_id"].to_numpy())

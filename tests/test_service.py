@@ -498,6 +498,9 @@ def test_model_info(api, reference, served_models, as_of):
             continue
         auc = float(model["test_roc_auc"])
         assert 0.5 < auc <= 1.0, auc
+    # What each probability answers (here every label window is the horizon) and what customer_value spans.
+    assert info["horizons"] == {"convert": {"horizon_days": 30, "label_days": 30}, "churn": {"horizon_days": 60, "label_days": 60},
+                                "value": {"horizon_days": 365, "label_days": 90}}
     assert info["population"]["customers"] == len(reference["ids"])
     assert info["population"]["scored_for_churn"] == len(reference["base"].population.sorted_risk) > 0
     assert info["population_as_of"] == as_of.replace("Z", "+00:00")
