@@ -259,7 +259,9 @@ def evaluate_dataset(ds, *, sets: dict[str, Any], threads: int, out: Path, test_
             group = [t for t in TARGETS if cutoff in plan.get(t, [])]
             say(f"{', '.join(group)}: training rows before {cutoff:%Y-%m-%d}")
             # The suite fits its own BG/NBD baseline (quality/value.py); the product's in-run BTYD is not scored.
-            group_config = apply_sets(config, {"training.targets": group, "value.btyd_baselines": []})
+            # With value, churn is trained too: the outreach rankings (value at risk) need both.
+            trained = [t for t in TARGETS if t in group or ("value" in group and t == "churn" and "churn" in ds.targets)]
+            group_config = apply_sets(config, {"training.targets": trained, "value.btyd_baselines": []})
             group_project = fc.Project(group_config, mlflow_dir=store, threads=threads)
             try:
                 train_set = group_project.training_set(data, data_end=cutoff)
@@ -632,6 +634,20 @@ def _render_value(results: dict[str, Any], console) -> None:
         table.add_row(r["dataset"], r["cutoffs"], f"{r['rows']:,}", *cells, margin_text,
                       _mark(r["aims"].get("total_within_aim")))
     console.print(table)
+    outreach = [(r["dataset"], r["outreach"]) for r in rows if r.get("outreach")]
+    if outreach:
+        from quality.value import OUTREACH_SHARES, RANKINGS
+
+        table = Table(title="outreach: share of the lost spend (max(0, spend before − after), label window) held by "
+                            "the top of each ranking of the churn-scored buyers")
+        table.add_column("data set")
+        table.add_column("buyers", justify="right")
+        for name in RANKINGS:
+            table.add_column(f"{name} top {'/'.join(str(k) for k in OUTREACH_SHARES)} %", justify="right")
+        for dataset, o in outreach:
+            table.add_row(dataset, f"{o['rows']:,}", *[" / ".join(_fmt(o.get(f"{name}_top_{k}pct_lost_share"))
+                                                               for k in OUTREACH_SHARES) for name in RANKINGS])
+        console.print(table)
 
 
 def _mark(ok: bool | None) -> str:

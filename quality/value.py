@@ -150,7 +150,52 @@ def score_value_cutoff(data_events: pd.DataFrame, config, full, train_set, cutof
         entry["bg_nbd"] = {"error": f"{type(exc).__name__}: {exc}"}
     entry["baseline_seconds"] = round(time.perf_counter() - started, 2)
     _value_comparisons(entry)
+    if product_error is None and VALUE.name in result.targets and "churn" in result.targets:
+        entry["outreach"] = outreach_rankings(data_events, config, test, cutoff, result)
     return entry
+
+
+RANKINGS = ("p_x_expected", "odds_x_expected", "p_x_trailing", "trailing")
+"""Orders of the outreach list compared by :func:`outreach_rankings`: churn probability p × the value
+model's expected spend (the product's ``value_at_risk``), p / (1 − p) × expected spend (p × the
+expected spend *if retained*, when a churner spends nothing), p × trailing spend, and trailing spend."""
+OUTREACH_SHARES = (10, 20)
+
+
+def outreach_rankings(data_events: pd.DataFrame, config, test: pd.DataFrame, cutoff: pd.Timestamp, result
+                      ) -> dict[str, Any]:
+    """Which order of the outreach list finds the spend that was lost: on the test cutoff's buyers whom the
+    churn model scores (``churn_eligible``), each ranking of :data:`RANKINGS`, and the share of their
+    lost spend — per customer max(0, spend in the ``value.label_days`` before the cutoff − spend in those
+    after it) — that its top 10 / 20 % hold. Trailing spend is over ``serving.value_window_days``, as served."""
+    from funnelcast.features.targets import CHURN
+
+    listed = test.loc[test[CHURN.eligible_column].to_numpy(dtype=bool)]
+    if len(listed) == 0:
+        return {"error": "no buyer at the cutoff is scored for churn"}
+    days = config.value.label_days
+    ids = listed["customer_id"]
+    p = np.clip(result.targets["churn"].backtest.model.predict_proba(listed), 0.0, 1 - 1e-6)
+    expected = result.targets["value"].backtest.model.predict(listed)
+    trailing = last_window(data_events, ids, config, cutoff, config.serving.value_window_days)
+    before = last_window(data_events, ids, config, cutoff, days)
+    after = last_window(data_events, ids, config, cutoff + days * DAY, days)  # the window after: [t, t + days)
+    return {**lost_shares(p, expected, trailing, np.clip(before - after, 0.0, None)), "window_days": days}
+
+
+def lost_shares(p: np.ndarray, expected: np.ndarray, trailing: np.ndarray, lost: np.ndarray) -> dict[str, Any]:
+    """For each of :data:`RANKINGS` (from churn probabilities ``p`` < 1, expected and trailing spend), the
+    share of the total ``lost`` spend held by its top k % (ties kept in row order)."""
+    scores = {"p_x_expected": p * expected, "odds_x_expected": p / (1 - p) * expected, "p_x_trailing": p * trailing,
+              "trailing": trailing}
+    total = float(lost.sum())
+    out: dict[str, Any] = {"rows": int(len(p)), "lost_total": total}
+    for name, score in scores.items():
+        order = np.argsort(-score, kind="stable")
+        for k in OUTREACH_SHARES:
+            top = order[: max(1, int(round(len(order) * k / 100)))]
+            out[f"{name}_top_{k}pct_lost_share"] = float(lost[top].sum() / total) if total > 0 else None
+    return out
 
 
 def _value_comparisons(entry: dict[str, Any]) -> None:
@@ -192,6 +237,11 @@ def combine_value_cutoffs(entries: list[dict[str, Any]]) -> dict[str, Any]:
         if scored:
             out[name] = {k: (sum(m.get(k) or 0 for m in scored) if k in ("rows", "spenders") else _mean([m.get(k) for m in scored]))
                          for k in VALUE_METRICS}
+    outreach = [e["outreach"] for e in both if "rows" in e.get("outreach", {})]
+    if outreach:
+        out["outreach"] = {k: (sum(o[k] for o in outreach) if k in ("rows", "lost_total") else _mean([o.get(k) for o in outreach]))
+                           for k in outreach[0] if k != "window_days"}
+        out["outreach"]["window_days"] = outreach[0]["window_days"]
     _value_comparisons(out)
     out["gini_margin_over_best_baseline"] = _mean([e.get("gini_margin_over_best_baseline") for e in both])
     out["aims"]["gini_at_least_best_baseline"] = (None if out["gini_margin_over_best_baseline"] is None
@@ -208,7 +258,8 @@ def value_table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         row = {"dataset": name, "error": e.get("error"), "cutoffs": f"{len(e.get('scored_cutoffs', []))}/"
                f"{len(e.get('test_cutoffs', []))}", "rows": e.get("test_rows"),
-               "margin": e.get("gini_margin_over_best_baseline"), "aims": e.get("aims", {})}
+               "margin": e.get("gini_margin_over_best_baseline"), "aims": e.get("aims", {}),
+               "outreach": e.get("outreach")}
         for model in VALUE_MODELS:
             m = e.get(model, {})
             row[f"{model}_gini"], row[f"{model}_total_error"], row[f"{model}_mae"] = (

@@ -321,3 +321,22 @@ def test_value_cutoffs_combine_into_gini_margins_and_aims():
     assert table_rows(results) == []  # the binary table leaves the value record to its own
     row = value_table_rows(results)[0]
     assert row["cutoffs"] == "2/2" and row["product_gini"] == pytest.approx(0.55) and row["bg_nbd_gini"] == pytest.approx(0.50)
+
+
+def test_outreach_rankings_share_of_lost_spend_on_hand_numbers():
+    from quality.value import lost_shares
+
+    # Ten buyers; the top 10 % is one buyer, the top 20 % two.
+    p = np.array([0.9, 0.5, 0.1, 0.2, 0.3, 0.4, 0.05, 0.6, 0.7, 0.8])
+    expected = np.array([1.0, 50.0, 100.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0])
+    trailing = np.array([10.0, 20.0, 300.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    lost = np.array([0.0, 30.0, 60.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 10.0])
+    out = lost_shares(p, expected, trailing, lost)
+    assert out["rows"] == 10 and out["lost_total"] == 100.0
+    # p x expected: 25 (b), 10 (c), 4 (j): the top one is b, the top two b and c.
+    assert out["p_x_expected_top_10pct_lost_share"] == 0.3 and out["p_x_expected_top_20pct_lost_share"] == 0.9
+    # odds x expected: a 9 x 1 = 9, b 50, c 11.1, j 20: b then j.
+    assert out["odds_x_expected_top_20pct_lost_share"] == pytest.approx(0.4)
+    # p x trailing: c 30, a 9, b 10: c then b. trailing: c then b.
+    assert out["p_x_trailing_top_20pct_lost_share"] == pytest.approx(0.9)
+    assert out["trailing_top_10pct_lost_share"] == pytest.approx(0.6)
