@@ -71,3 +71,18 @@ def test_no_events_is_not_ready(config):
     events, _ = validate_events(pd.DataFrame({"customer_id": [], "timestamp": [], "event_type": []}), config)
     report = assess(events, config)
     assert report.events == 0 and all(not t.ready for t in report.targets)
+
+
+def test_a_horizon_longer_than_the_history_is_ready_with_a_shorter_label_window(sim, config):
+    """A year of history and a 300-day churn horizon: no 300-day label fits after the 90 days of history
+    a cutoff needs, and the verdict names label_days; with label_days 60 the history suffices."""
+    raw = config.model_dump(mode="json")
+    raw["churn"]["horizon_days"] = 300
+    long = FunnelConfig.model_validate(raw)
+    churn = next(t for t in assess(sim.events, long, data_end=sim.end).targets if t.target == "churn")
+    assert not churn.ready and "needs 390" in churn.verdict and "churn.label_days" in churn.verdict
+    raw["churn"]["label_days"] = 60
+    report = assess(sim.events, FunnelConfig.model_validate(raw), data_end=sim.end)
+    churn = next(t for t in report.targets if t.target == "churn")
+    assert churn.ready, churn.verdict
+    assert report.minimums["history_days_churn"] == 150
