@@ -114,6 +114,7 @@ def test_mlflow_holds_params_metrics_artifacts_and_a_loadable_registered_model(t
     assert run.data.metrics["test_gini"] == pytest.approx(result.entries["value"]["test_gini"], abs=1e-6)
     # The BTYD baselines are fitted on the same data and logged in the same run.
     assert {"btyd/bg_nbd/gini", "btyd/pareto_nbd/mae", "backtest/trailing_spend/gini_mean"} <= set(run.data.metrics)
+    assert {"fold_0/funnelcast/gini", "test/lifetime_rate/mae"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(value.run_id)} | {
         a.path for a in client.list_artifacts(value.run_id, "report")}
     assert {"value_btyd.json", "report/report_value.html", "report/value_lorenz.png"} <= artifacts
@@ -128,6 +129,10 @@ def test_mlflow_holds_params_metrics_artifacts_and_a_loadable_registered_model(t
         assert "lgbm_learning_rate" in run.data.params
         assert run.data.metrics["test_roc_auc"] == pytest.approx(result.entries[target]["test_roc_auc"], abs=1e-6)
         assert any(k.startswith("fold_0/") for k in run.data.metrics)
+        assert "backtest/funnelcast/roc_auc_mean" in run.data.metrics
+        if target == "convert":  # every fold's and the latest fold's metrics per stage transition
+            assert any(k.startswith("fold_0/convert_") for k in run.data.metrics)
+            assert any(k.startswith("test/convert_") and k.endswith("/roc_auc") for k in run.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(tr.run_id, "report")}
         assert f"report/report_{target}.html" in artifacts
         assert {f"report/{target}_{p}.png" for p in ("calibration", "gains", "feature_importance", "shap_summary")} <= artifacts

@@ -246,14 +246,7 @@ def _train_value(training_set, config, run_id, summary, trained_at, out_dir, eve
         **{f"decay_{k}": round(v, 6) for k, v in backtest.refit["decay"].items()},
         **{f"lgbm_{k}": v for k, v in backtest.model.params_.items()},
     })
-    metrics: dict[str, float] = {f"test_{m}": latest[m] for m in VALUE_COLUMNS}
-    for fr in backtest.folds:
-        for model_name, values in fr.metrics.items():
-            metrics.update({tracking.metric_key(f"fold_{fr.fold.index}", model_name, m): v for m, v in values.items()})
-    for model_name, values in backtest.latest.metrics.items():
-        metrics.update({tracking.metric_key("test", model_name, m): v for m, v in values.items()})
-    for model_name, values in backtest.summary().items():
-        metrics.update({tracking.metric_key("backtest", model_name, m): v for m, v in values.items()})
+    metrics: dict[str, float] = {**{f"test_{m}": latest[m] for m in VALUE_COLUMNS}, **_backtest_metrics(backtest)}
     if btyd is not None:
         for model_name, values in btyd["metrics"].items():
             if model_name != SELECTED:
@@ -374,28 +367,8 @@ def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, p
     })
     if backtest.notes:
         tracking.set_tags({"funnelcast.estimate_notes": " | ".join(backtest.notes)[:5000]})
-    metrics: dict[str, float] = {}
-    latest = backtest.latest
-    for m in HEADLINE:
-        metrics[f"test_{m}"] = latest.metrics[SELECTED][m]
-    for name, values in latest.metrics.items():
-        for m, v in values.items():
-            metrics[tracking.metric_key("test", name, m)] = v
-    for fr in backtest.folds:
-        for name, values in fr.metrics.items():
-            for m, v in values.items():
-                metrics[tracking.metric_key(f"fold_{fr.fold.index}", name, m)] = v
-        for transition, per_model in fr.transitions.items():
-            for name, values in per_model.items():
-                for m, v in values.items():
-                    metrics[tracking.metric_key(f"fold_{fr.fold.index}", transition, name, m)] = v
-    for transition, per_model in latest.transitions.items():
-        for name, values in per_model.items():
-            for m, v in values.items():
-                metrics[tracking.metric_key("test", transition, name, m)] = v
-    for name, values in backtest.summary().items():
-        for m, v in values.items():
-            metrics[tracking.metric_key("backtest", name, m)] = v
+    metrics: dict[str, float] = {f"test_{m}": backtest.latest.metrics[SELECTED][m] for m in HEADLINE}
+    metrics.update(_backtest_metrics(backtest))
     for learner, value in backtest.selection.items():
         metrics[tracking.metric_key("selection", learner, backtest.selection_metric)] = value
     if model.horizon_map_ is not None:
@@ -409,6 +382,25 @@ def _log_backtest(backtest: TargetBacktest, config: FunnelConfig, target: str, p
                        "folds": [fr.fold.describe() for fr in backtest.folds],
                        "label_rows": backtest.rows, "label_positives": backtest.positives, **summary},
                       f"{target}_data_summary.json")
+
+
+def _backtest_metrics(backtest) -> dict[str, float]:
+    """Every model's metrics of a backtest (either kind) as MLflow keys: ``test/<model>/<metric>`` (the
+    latest fold), ``fold_<i>/<model>/<metric>``, per stage transition ``fold_<i>|test/<transition>/...``,
+    and ``backtest/<model>/<metric>_mean|_std``."""
+    from funnelcast.training import tracking
+
+    parts = [("test", backtest.latest), *((f"fold_{fr.fold.index}", fr) for fr in backtest.folds)]
+    metrics: dict[str, float] = {}
+    for prefix, fr in parts:
+        for name, values in fr.metrics.items():
+            metrics.update({tracking.metric_key(prefix, name, m): v for m, v in values.items()})
+        for transition, per_model in getattr(fr, "transitions", {}).items():
+            for name, values in per_model.items():
+                metrics.update({tracking.metric_key(prefix, transition, name, m): v for m, v in values.items()})
+    for name, values in backtest.summary().items():
+        metrics.update({tracking.metric_key("backtest", name, m): v for m, v in values.items()})
+    return metrics
 
 
 def _plots(backtest: TargetBacktest, training_set: TrainingSet, target: str, out_dir: Path) -> dict[str, Path]:
