@@ -393,3 +393,27 @@ def test_a_champion_trained_on_older_data_is_compared_on_cutoffs_neither_model_t
     champion = older.targets["churn"].model
     expected = binary_metrics(unseen["churn_label"].to_numpy(dtype=int), champion.predict_proba(unseen))["roc_auc"]
     assert decision.champion_score == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_champion_carried_to_a_longer_horizon_is_judged_on_its_label_window(tmp_path, sim, config):
+    """Under conversion.label_days the labels are the shorter window: a probability metric (Brier)
+    compares the champion's label-window probabilities with them, not its horizon's (off by the map)."""
+    from funnelcast.features.snapshots import build_training_set
+
+    raw = quick(config, folds=2, validation_cutoffs=1, targets=["convert"], champion_metric="brier").model_dump(mode="json")
+    raw["conversion"].update(horizon_days=60, label_days=30)
+    cfg = FunnelConfig.model_validate(raw)
+    full = build_training_set(sim.events, sim.customers, cfg, data_end=sim.end)
+    cuts = sorted(full.rows("convert")["cutoff"].unique())
+    home = tmp_path / "mlruns"
+    older = train(_first_cutoffs(full, len(cuts) - 2), cfg, home=home, report_dir=tmp_path / "r1")
+    champion = older.targets["convert"].model
+    assert champion.horizon_map_ is not None and champion.horizon_map_.horizon_days == 60
+    decision = train(full, cfg, home=home, report_dir=tmp_path / "r2").targets["convert"].decision
+    assert "that neither the champion nor" in decision.reason
+    rows = full.rows("convert")
+    unseen = rows[rows["cutoff"].isin(cuts[-2:])]
+    y = unseen["convert_label"].to_numpy(dtype=int)
+    expected = binary_metrics(y, champion.predict_proba(unseen, label_window=True))["brier"]
+    assert decision.champion_score == pytest.approx(expected, abs=1e-12)
+    assert binary_metrics(y, champion.predict_proba(unseen))["brier"] > expected + 0.005  # the horizon's would lose
