@@ -19,9 +19,9 @@ from funnelcast.features.behaviour import FeatureSpec
 from funnelcast.features.errors import ConfigError
 from funnelcast.features.events import EventArrays
 from funnelcast.features.funnel import FunnelConfig
-from funnelcast.features.timestamps import DAY_NS
 from funnelcast.features.labels import (Eligibility, churn_outcome, conversion_outcome, eligibility, value_later,
                                         value_outcome)
+from funnelcast.features.timestamps import DAY_NS
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,10 @@ class Target:
 
     @property
     def later(self) -> str:
-        """Amount targets: training-set column of the amount in the label window after the label's
-        (nullable Float64), from which the model's horizon mapping is fitted."""
+        """Training-set column from which the model's horizon mapping is fitted. Amount targets: the
+        amount in the label window after the label's (nullable Float64). Probability targets under
+        ``label_days``: the outcome over each row's longest labelled window up to the horizon (nullable
+        Int8; its days in :attr:`later_days`)."""
         return f"{self.name}_later"
 
     @property
@@ -132,7 +134,7 @@ PROBABILITY_TARGETS: dict[str, Target] = {n: t for n, t in TARGETS.items() if t.
 """The targets scored as calibrated probabilities (fields of a score, reasons, the risk population)."""
 LABEL_COLUMNS = tuple(t.label for t in TARGETS.values())
 ELIGIBLE_COLUMNS = tuple(t.eligible_column for t in TARGETS.values())
-LATER_COLUMNS = (*(c for t in TARGETS.values() for c in ((t.later,) if not t.is_probability else (t.later, t.later_days))),)
+LATER_COLUMNS = tuple(c for t in TARGETS.values() for c in ((t.later, t.later_days) if t.is_probability else (t.later,)))
 """The training-set columns of outcomes after or beyond the label window (the value target's always;
 a probability target's only under its ``label_days``)."""
 
