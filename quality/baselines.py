@@ -193,15 +193,19 @@ def logistic_pipeline(seed: int = 0):
     )
 
 
+LIGHTGBM_SETTINGS: dict[str, Any] = {
+    "n_estimators": 300, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 50, "subsample": 0.8,
+    "subsample_freq": 1, "colsample_bytree": 0.8, "reg_lambda": 1.0, "verbose": -1, "deterministic": True,
+    "force_row_wise": True,
+}
+"""The plain LightGBM baselines' fixed settings (this classifier, and quality/value.py's regressor)."""
+
+
 def lightgbm_model(seed: int = 0, threads: int = 1):
     """A plain LightGBM classifier with modest fixed settings: no tuning, no early stopping, no calibration."""
     import lightgbm as lgb
 
-    return lgb.LGBMClassifier(
-        n_estimators=300, learning_rate=0.05, num_leaves=15, min_child_samples=50, subsample=0.8, subsample_freq=1,
-        colsample_bytree=0.8, reg_lambda=1.0, random_state=seed, n_jobs=threads, verbose=-1, deterministic=True,
-        force_row_wise=True,
-    )
+    return lgb.LGBMClassifier(**LIGHTGBM_SETTINGS, random_state=seed, n_jobs=threads)
 
 
 BASELINES = ("logistic", "lightgbm")

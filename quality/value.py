@@ -47,26 +47,26 @@ def _metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     return {k: _num(m[k]) for k in VALUE_METRICS}
 
 
-def _purchases(events: pd.DataFrame, config, cutoff: pd.Timestamp) -> pd.DataFrame:
-    """Purchase events strictly before ``cutoff``: customer_id (str), timestamp, amount (NaN → 0)."""
-    buys = events.loc[events["event_type"].astype(str).isin(config.purchase_event_types)
-                      & (events["timestamp"] < cutoff), ["customer_id", "timestamp", "amount"]]
+def purchases(events: pd.DataFrame, config) -> pd.DataFrame:
+    """The purchase events of ``events``: customer_id (str), timestamp, amount (NaN → 0). Read once per
+    test cutoff; every baseline below takes its window of them."""
+    buys = events.loc[events["event_type"].astype(str).isin(config.purchase_event_types),
+                      ["customer_id", "timestamp", "amount"]]
     return buys.assign(customer_id=buys["customer_id"].astype(str), amount=pd.to_numeric(buys["amount"]).fillna(0.0))
 
 
-def last_window(events: pd.DataFrame, ids: pd.Series, config, cutoff: pd.Timestamp, days: int) -> np.ndarray:
-    """Each of ``ids``' spend in the ``days`` before ``cutoff``."""
-    buys = _purchases(events, config, cutoff)
-    recent = buys.loc[buys["timestamp"] >= cutoff - days * DAY]
+def last_window(buys: pd.DataFrame, ids: pd.Series, cutoff: pd.Timestamp, days: int) -> np.ndarray:
+    """Each of ``ids``' spend (``buys``: :func:`purchases`) in the ``days`` before ``cutoff``."""
+    recent = buys.loc[(buys["timestamp"] >= cutoff - days * DAY) & (buys["timestamp"] < cutoff)]
     spend = recent.groupby("customer_id")["amount"].sum()
     return spend.reindex(ids.astype(str).to_numpy()).fillna(0.0).to_numpy()
 
 
-def rfm(events: pd.DataFrame, config, cutoff: pd.Timestamp) -> pd.DataFrame:
-    """Per buyer before ``cutoff``, BTYD's summary in days: ``frequency`` (repeat purchase days),
-    ``recency`` (first to last purchase day), ``T`` (first purchase day to the cutoff) and
-    ``monetary_value`` (mean spend of the repeat purchase days; 0 without one)."""
-    buys = _purchases(events, config, cutoff)
+def rfm(buys: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """Per buyer before ``cutoff`` (``buys``: :func:`purchases`), BTYD's summary in days: ``frequency``
+    (repeat purchase days), ``recency`` (first to last purchase day), ``T`` (first purchase day to the
+    cutoff) and ``monetary_value`` (mean spend of the repeat purchase days; 0 without one)."""
+    buys = buys.loc[buys["timestamp"] < cutoff]
     day = buys["timestamp"].dt.floor("D")
     days = buys.assign(day=day).groupby(["customer_id", "day"], as_index=False)["amount"].sum()
     g = days.groupby("customer_id")
@@ -79,22 +79,23 @@ def rfm(events: pd.DataFrame, config, cutoff: pd.Timestamp) -> pd.DataFrame:
     return out
 
 
-def bg_nbd_spend(events: pd.DataFrame, ids: pd.Series, config, cutoff: pd.Timestamp, days: int) -> np.ndarray:
-    """BG/NBD × Gamma-Gamma expected spend of ``ids`` in the ``days`` after ``cutoff`` (0 for a customer
-    with no purchase before it; the mean repeat spend where Gamma-Gamma has no repeat to go on)."""
+def bg_nbd_spend(buys: pd.DataFrame, ids: pd.Series, cutoff: pd.Timestamp, days: int) -> np.ndarray:
+    """BG/NBD × Gamma-Gamma expected spend of ``ids`` in the ``days`` after ``cutoff``, fitted on the
+    purchases (``buys``) before it (0 for a customer with no purchase before it; the mean repeat spend
+    where Gamma-Gamma has no repeat to go on)."""
     from lifetimes import BetaGeoFitter, GammaGammaFitter
 
-    summary = rfm(events, config, cutoff)
+    summary = rfm(buys, cutoff)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bg = BetaGeoFitter(penalizer_coef=0.001).fit(summary["frequency"], summary["recency"], summary["T"])
-        purchases = bg.conditional_expected_number_of_purchases_up_to_time(
+        expected_purchases = bg.conditional_expected_number_of_purchases_up_to_time(
             days, summary["frequency"], summary["recency"], summary["T"])
         repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
         gg = GammaGammaFitter(penalizer_coef=0.001).fit(repeat["frequency"], repeat["monetary_value"])
         per_day = gg.conditional_expected_average_profit(summary["frequency"], summary["monetary_value"])
     per_day = per_day.where(summary["frequency"] > 0, repeat["monetary_value"].mean())
-    spend = (np.asarray(purchases, dtype=float) * np.asarray(per_day, dtype=float))
+    spend = np.asarray(expected_purchases, dtype=float) * np.asarray(per_day, dtype=float)
     return pd.Series(spend, index=summary.index).reindex(ids.astype(str).to_numpy()).fillna(0.0).to_numpy()
 
 
@@ -102,11 +103,9 @@ def lightgbm_regressor(seed: int = 0, threads: int = 1):
     """A plain LightGBM Tweedie regressor with the classifier baseline's fixed settings."""
     import lightgbm as lgb
 
-    return lgb.LGBMRegressor(
-        objective="tweedie", n_estimators=300, learning_rate=0.05, num_leaves=15, min_child_samples=50,
-        subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0, random_state=seed, n_jobs=threads,
-        verbose=-1, deterministic=True, force_row_wise=True,
-    )
+    from quality.baselines import LIGHTGBM_SETTINGS
+
+    return lgb.LGBMRegressor(objective="tweedie", **LIGHTGBM_SETTINGS, random_state=seed, n_jobs=threads)
 
 
 def score_value_cutoff(data_events: pd.DataFrame, config, full, train_set, cutoff: pd.Timestamp, result,
@@ -136,7 +135,8 @@ def score_value_cutoff(data_events: pd.DataFrame, config, full, train_set, cutof
         entry["product"] = _metrics(y, result.targets[VALUE.name].backtest.model.predict_label(test))
     say(f"value: baselines at {cutoff:%Y-%m-%d}")
     started = time.perf_counter()
-    entry["last_window"] = _metrics(y, last_window(data_events, test["customer_id"], config, cutoff, days))
+    buys = purchases(data_events, config)
+    entry["last_window"] = _metrics(y, last_window(buys, test["customer_id"], cutoff, days))
     try:
         train_X = simple_features(data_events, train_rows, config).loc[:, list(FEATURES)]
         test_X = simple_features(data_events, test, config).loc[:, list(FEATURES)]
@@ -145,13 +145,13 @@ def score_value_cutoff(data_events: pd.DataFrame, config, full, train_set, cutof
     except ValueError as exc:
         entry["lightgbm"] = {"error": str(exc)}
     try:
-        entry["bg_nbd"] = _metrics(y, bg_nbd_spend(data_events, test["customer_id"], config, cutoff, days))
+        entry["bg_nbd"] = _metrics(y, bg_nbd_spend(buys, test["customer_id"], cutoff, days))
     except Exception as exc:  # noqa: BLE001 - a baseline that cannot fit is recorded, the suite goes on
         entry["bg_nbd"] = {"error": f"{type(exc).__name__}: {exc}"}
     entry["baseline_seconds"] = round(time.perf_counter() - started, 2)
     _value_comparisons(entry)
     if product_error is None and VALUE.name in result.targets and "churn" in result.targets:
-        entry["outreach"] = outreach_rankings(data_events, config, test, cutoff, result)
+        entry["outreach"] = outreach_rankings(buys, config, test, cutoff, result)
     return entry
 
 
@@ -162,12 +162,12 @@ expected spend *if retained*, when a churner spends nothing), p × trailing spen
 OUTREACH_SHARES = (10, 20)
 
 
-def outreach_rankings(data_events: pd.DataFrame, config, test: pd.DataFrame, cutoff: pd.Timestamp, result
-                      ) -> dict[str, Any]:
+def outreach_rankings(buys: pd.DataFrame, config, test: pd.DataFrame, cutoff: pd.Timestamp, result) -> dict[str, Any]:
     """Which order of the outreach list finds the spend that was lost: on the test cutoff's buyers whom the
-    churn model scores (``churn_eligible``), each ranking of :data:`RANKINGS`, and the share of their
-    lost spend — per customer max(0, spend in the ``value.label_days`` before the cutoff − spend in those
-    after it) — that its top 10 / 20 % hold. Trailing spend is over ``serving.value_window_days``, as served."""
+    churn model scores (``churn_eligible``), each ranking of :data:`RANKINGS`, and the share of their lost
+    spend — per customer max(0, spend in the ``value.label_days`` before the cutoff − spend in those after
+    it; ``buys``: :func:`purchases`) — that its top 10 / 20 % hold. Trailing spend is over
+    ``serving.value_window_days``, as served."""
     from funnelcast.features.targets import CHURN
 
     listed = test.loc[test[CHURN.eligible_column].to_numpy(dtype=bool)]
@@ -177,9 +177,9 @@ def outreach_rankings(data_events: pd.DataFrame, config, test: pd.DataFrame, cut
     ids = listed["customer_id"]
     p = np.clip(result.targets["churn"].backtest.model.predict_proba(listed), 0.0, 1 - 1e-6)
     expected = result.targets["value"].backtest.model.predict(listed)
-    trailing = last_window(data_events, ids, config, cutoff, config.serving.value_window_days)
-    before = last_window(data_events, ids, config, cutoff, days)
-    after = last_window(data_events, ids, config, cutoff + days * DAY, days)  # the window after: [t, t + days)
+    trailing = last_window(buys, ids, cutoff, config.serving.value_window_days)
+    before = last_window(buys, ids, cutoff, days)
+    after = last_window(buys, ids, cutoff + days * DAY, days)  # the window after: [t, t + days)
     return {**lost_shares(p, expected, trailing, np.clip(before - after, 0.0, None)), "window_days": days}
 
 

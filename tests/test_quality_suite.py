@@ -283,13 +283,13 @@ VALUE_EVENTS = [
 
 
 def test_value_baselines_see_only_purchases_before_the_cutoff():
-    from quality.value import last_window, rfm
+    from quality.value import last_window, purchases, rfm
 
-    events = _events(VALUE_EVENTS)
+    buys = purchases(_events(VALUE_EVENTS), CONFIG)
     ids = pd.Series(["a", "b", "c", "stranger"])
-    np.testing.assert_allclose(last_window(events, ids, CONFIG, CUTOFF, 30), [60.0, 7.0, 0.0, 0.0])
-    np.testing.assert_allclose(last_window(events, ids, CONFIG, CUTOFF, 90), [105.0, 7.0, 0.0, 0.0])
-    summary = rfm(events, CONFIG, CUTOFF)
+    np.testing.assert_allclose(last_window(buys, ids, CUTOFF, 30), [60.0, 7.0, 0.0, 0.0])
+    np.testing.assert_allclose(last_window(buys, ids, CUTOFF, 90), [105.0, 7.0, 0.0, 0.0])
+    summary = rfm(buys, CUTOFF)
     assert sorted(summary.index) == ["a", "b"]
     a, b = summary.loc["a"], summary.loc["b"]
     assert (a["frequency"], a["recency"], a["T"]) == (2.0, 70.0, 82.0)  # days 01-10, 02-10, 03-20; cutoff 04-01
